@@ -1,0 +1,8 @@
+//! adaptive-workers: per-worker systemd scopes, memory limits and adaptive
+//! worker counts for pre-forking web servers.
+//!
+//! Only `daemon` and `cli` combine the other modules; each of the others
+//! has one job and can be tested on its own.
+
+pub mod cli;
+pub mod paths;

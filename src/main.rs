@@ -1,0 +1,5 @@
+//! The `adaptive-workers` command: a thin shell over the library.
+
+fn main() -> std::process::ExitCode {
+    adaptive_workers::cli::main()
+}
