@@ -5,5 +5,6 @@
 //! has one job and can be tested on its own.
 
 pub mod cli;
+pub mod engine;
 pub mod paths;
 pub mod policy;
