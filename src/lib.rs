@@ -4,7 +4,9 @@
 //! Only `daemon` and `cli` combine the other modules; each of the others
 //! has one job and can be tested on its own.
 
+pub mod adapter;
 pub mod cli;
 pub mod engine;
 pub mod paths;
 pub mod policy;
+pub mod systemd;
