@@ -4,6 +4,7 @@
 //! Only `daemon` and `cli` combine the other modules; each of the others
 //! has one job and can be tested on its own.
 
+pub mod backlog;
 pub mod cgroup;
 pub mod cli;
 pub mod paths;
