@@ -8,4 +8,5 @@ pub mod backlog;
 pub mod cgroup;
 pub mod cli;
 pub mod paths;
+pub mod proc_events;
 pub mod procfs;
