@@ -5,8 +5,12 @@
 //! has one job and can be tested on its own.
 
 pub mod adapter;
+pub mod backlog;
+pub mod cgroup;
 pub mod cli;
 pub mod engine;
 pub mod paths;
 pub mod policy;
+pub mod proc_events;
+pub mod procfs;
 pub mod systemd;
