@@ -41,6 +41,16 @@ pub enum ServerKind {
     Generic,
 }
 
+impl ServerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerKind::Uwsgi => "uwsgi",
+            ServerKind::Gunicorn => "gunicorn",
+            ServerKind::Generic => "generic",
+        }
+    }
+}
+
 /// What scaling down does with a surplus idle worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -1,0 +1,165 @@
+//! Carrying out the engine's decisions, safely.
+//!
+//! Graceful recycles go to one worker through a verified pidfd; kills,
+//! freezes and thaws go to the worker's scope through systemd; worker
+//! counts change through the app server (uWSGI's FIFO, or a signal to the
+//! master through systemd, which tracks the service's main PID). A
+//! decision in observe mode is logged and nothing else.
+
+use std::time::Duration;
+
+use super::Daemon;
+use super::report;
+use super::signal::{SignalError, Signaller};
+use crate::adapter::{ScaleMechanism, uwsgi};
+use crate::engine::{self, Action, Decision, WorkerRef};
+use crate::policy::Mode;
+use crate::systemd::{KillWhom, Systemd};
+
+/// Signals to the same master are spaced so the kernel does not merge two
+/// pending ones into one.
+const SIGNAL_SPACING: Duration = Duration::from_millis(20);
+
+impl<S: Systemd, K: Signaller> Daemon<S, K> {
+    pub(super) async fn decide_and_act(&mut self) {
+        let Some(snap) = self.snapshot() else {
+            return;
+        };
+        let decisions = engine::decide(&self.policy, &snap, &mut self.engine);
+        for d in decisions {
+            self.act(d).await;
+        }
+    }
+
+    async fn act(&mut self, d: Decision) {
+        let private = d.action.worker().and_then(|w| {
+            self.apps
+                .get(&w.app)?
+                .workers
+                .get(&w.pid)?
+                .memory
+                .as_ref()
+                .map(|m| m.current)
+        });
+        let outcome = match d.mode {
+            Mode::Observe => "observed".to_owned(),
+            Mode::Enforce => match self.carry_out(&d.action).await {
+                Ok(()) => {
+                    self.count(&d.action);
+                    "done".to_owned()
+                }
+                Err(e) => {
+                    if let Some(w) = d.action.worker() {
+                        self.engine.forget(w);
+                    }
+                    e
+                }
+            },
+        };
+        let event = report::decision(&d, private, &outcome);
+        self.shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .events
+            .push(event);
+    }
+
+    fn count(&mut self, action: &Action) {
+        let Some(app) = self.apps.get_mut(action.app()) else {
+            return;
+        };
+        let c = &mut app.counters;
+        match action {
+            Action::Recycle { .. } => c.recycles += 1,
+            Action::Kill { .. } => c.kills += 1,
+            Action::Grow { .. } => c.grows += 1,
+            Action::Shrink { .. } => c.shrinks += 1,
+            Action::Freeze { .. } => c.freezes += 1,
+            Action::Thaw { .. } => c.thaws += 1,
+        }
+    }
+
+    /// The worker as the daemon knows it: the engine only names workers
+    /// from the snapshot, but the model is the authority on its scope.
+    fn known(&mut self, w: &WorkerRef) -> Result<&mut super::model::Worker, String> {
+        self.apps
+            .get_mut(&w.app)
+            .and_then(|a| a.workers.get_mut(&w.pid))
+            .filter(|known| known.scope == w.scope)
+            .ok_or_else(|| format!("worker {} is no longer managed", w.pid))
+    }
+
+    async fn carry_out(&mut self, action: &Action) -> Result<(), String> {
+        match action {
+            Action::Recycle { worker } => {
+                let signal = self.apps[&worker.app].adapter.recycle_signal();
+                let cgroup = self.known(worker)?.cgroup.clone();
+                match self.signaller.signal_in_cgroup(worker.pid, &cgroup, signal) {
+                    Ok(()) => {
+                        self.known(worker)?.leaving = Some("recycling");
+                        Ok(())
+                    }
+                    Err(e @ SignalError::Gone { .. }) => Err(e.to_string()),
+                    Err(e) => Err(format!("refused: {e}")),
+                }
+            }
+            Action::Kill { worker } => {
+                self.known(worker)?;
+                self.systemd
+                    .kill(&worker.scope, KillWhom::All, libc::SIGKILL)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.known(worker)?.leaving = Some("killed");
+                Ok(())
+            }
+            Action::Freeze { worker } => {
+                self.known(worker)?;
+                self.systemd
+                    .freeze(&worker.scope)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.known(worker)?.frozen = true;
+                Ok(())
+            }
+            Action::Thaw { worker } => {
+                self.known(worker)?;
+                self.systemd
+                    .thaw(&worker.scope)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.known(worker)?.frozen = false;
+                Ok(())
+            }
+            Action::Grow { app, count } => self.scale(app, *count, true).await,
+            Action::Shrink { app, count } => self.scale(app, *count, false).await,
+        }
+    }
+
+    async fn scale(&mut self, name: &str, count: u32, up: bool) -> Result<(), String> {
+        let app = self.apps.get(name).ok_or("app is no longer managed")?;
+        let mechanism = if up {
+            app.adapter.grow()
+        } else {
+            app.adapter.shrink()
+        };
+        match mechanism {
+            ScaleMechanism::Fifo { path, command } => {
+                uwsgi::write_fifo(&path, command, count).map_err(|e| e.to_string())
+            }
+            ScaleMechanism::SignalMaster { signal } => {
+                let unit = app.policy.unit.clone();
+                for i in 0..count {
+                    if i > 0 {
+                        tokio::time::sleep(SIGNAL_SPACING).await;
+                    }
+                    self.systemd
+                        .kill(&unit, KillWhom::Main, signal)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            ScaleMechanism::Unsupported { why } => Err(why.to_owned()),
+        }
+    }
+}
