@@ -114,6 +114,22 @@ fn running_thread_uses_kstkesp_when_the_kernel_shows_it() {
 }
 
 #[test]
+fn file_names_that_are_not_utf8_do_not_break_stacks() {
+    let dir = fake_process();
+    let mut smaps = SMAPS
+        .replace("/usr/lib/lib a.so", "/srv/app/\u{1}x.so")
+        .into_bytes();
+    let at = smaps
+        .windows(2)
+        .position(|w| w == b"\x01x")
+        .expect("marker");
+    smaps[at] = 0xff;
+    fs::write(dir.path().join("100/smaps"), smaps).expect("write");
+    let stacks = ProcFs::at(dir.path()).thread_stacks(100).expect("stacks");
+    assert_eq!(stacks.len(), 2);
+}
+
+#[test]
 fn stack_errors() {
     let dir = fake_process();
     let procfs = ProcFs::at(dir.path());
