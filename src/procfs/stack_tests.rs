@@ -114,6 +114,22 @@ fn running_thread_uses_kstkesp_when_the_kernel_shows_it() {
 }
 
 #[test]
+fn file_names_that_are_not_utf8_do_not_break_stacks() {
+    let dir = fake_process();
+    let mut smaps = SMAPS
+        .replace("/usr/lib/lib a.so", "/srv/app/\u{1}x.so")
+        .into_bytes();
+    let at = smaps
+        .windows(2)
+        .position(|w| w == b"\x01x")
+        .expect("marker");
+    smaps[at] = 0xff;
+    fs::write(dir.path().join("100/smaps"), smaps).expect("write");
+    let stacks = ProcFs::at(dir.path()).thread_stacks(100).expect("stacks");
+    assert_eq!(stacks.len(), 2);
+}
+
+#[test]
 fn stack_errors() {
     let dir = fake_process();
     let procfs = ProcFs::at(dir.path());
@@ -268,12 +284,7 @@ fn real_stacks_of_this_process_match_glibc() {
     );
 
     let probes: Vec<Probe> = (0..3).map(|_| rx.recv().expect("probe")).collect();
-    // The probes are blocked in recv() once they sent; give them a moment
-    // to get there so that the kernel shows their stack pointer.
-    thread::sleep(std::time::Duration::from_millis(100));
-    let report = ProcFs::new(&crate::paths::HostPaths::system())
-        .thread_stack_report(std::process::id())
-        .expect("report");
+    let report = report_with_all(&probes);
     drop(releases);
     for h in handles {
         h.join().expect("join");
@@ -281,6 +292,26 @@ fn real_stacks_of_this_process_match_glibc() {
     // SAFETY: raw was created above and is joined once.
     assert_eq!(unsafe { libc::pthread_join(raw, std::ptr::null_mut()) }, 0);
     check_probes(&report, &probes);
+}
+
+/// Our stack report once every probe shows up in it: a probe that has
+/// sent but not yet blocked in recv() is "running", without a stack
+/// pointer, so on a busy machine it takes a few tries.
+fn report_with_all(probes: &[Probe]) -> StackReport {
+    let procfs = ProcFs::new(&crate::paths::HostPaths::system());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let report = procfs
+            .thread_stack_report(std::process::id())
+            .expect("report");
+        let all = probes
+            .iter()
+            .all(|p| report.stacks.iter().any(|s| s.tid == p.tid));
+        if all || std::time::Instant::now() > deadline {
+            return report;
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn check_probes(report: &StackReport, probes: &[Probe]) {

@@ -207,7 +207,9 @@ impl ProcFs {
         }
         let dir = self.pid_dir(pid);
         let smaps_path = dir.join("smaps");
-        let maps = parse_maps(&smaps_path, &read_text(&smaps_path, Some(&dir))?)?;
+        let bytes = fs::read(&smaps_path).map_err(|e| classify(e, &smaps_path, Some(&dir)))?;
+        // File names in mappings are arbitrary bytes; stacks are anonymous.
+        let maps = parse_maps(&smaps_path, &String::from_utf8_lossy(&bytes))?;
         for (tid, sp) in sps {
             match locate(&maps, tid, tid == pid, sp) {
                 Ok(stack) => report.stacks.push(stack),
