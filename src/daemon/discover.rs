@@ -247,6 +247,40 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
     }
 
+    /// After a reload changed an app's limits (or its mode), brings every
+    /// worker scope in line.
+    pub(super) async fn sync_limits(&mut self, name: &str) {
+        let Some(app) = self.apps.get(name) else {
+            return;
+        };
+        let limits = app.limits();
+        if limits == app.limits_applied {
+            return;
+        }
+        let scopes: Vec<String> = app.workers.values().map(|w| w.scope.clone()).collect();
+        let mut ok = true;
+        for scope in scopes {
+            if let Err(e) = self
+                .systemd
+                .set_memory_limits(&scope, limits.0, limits.1)
+                .await
+            {
+                ok &= e.is_gone();
+                tracing::error!(app = name, scope = scope.as_str(), "{e}");
+            }
+        }
+        if ok {
+            tracing::info!(
+                app = name,
+                "memory limits of {name}'s worker scopes updated"
+            );
+            self.apps
+                .get_mut(name)
+                .expect("checked above")
+                .limits_applied = limits;
+        }
+    }
+
     /// Reads the app server's own view of its workers (idle or busy).
     pub(super) async fn refresh_roster(&mut self, name: &str) {
         let Some(app) = self.apps.get_mut(name) else {

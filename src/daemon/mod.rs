@@ -21,6 +21,9 @@ use std::time::Instant;
 
 pub use run::run;
 
+#[cfg(test)]
+mod tests;
+
 use crate::cgroup::CgroupFs;
 use crate::engine::{EngineState, HostSample};
 use crate::paths::HostPaths;
@@ -139,6 +142,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         let names: Vec<String> = self.apps.keys().cloned().collect();
         for name in &names {
             self.adopt(name).await;
+            self.sync_limits(name).await;
             self.discover(name).await;
             self.refresh_roster(name).await;
         }

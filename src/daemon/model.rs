@@ -31,6 +31,9 @@ pub struct AppRuntime {
     pub retry_after: BTreeMap<u32, Instant>,
     /// When a roster problem was last logged (to log once a minute).
     pub roster_warned: Option<Instant>,
+    /// The limits the worker scopes have; differs from the policy's after
+    /// a reload until they are updated.
+    pub limits_applied: (Option<u64>, Option<u64>),
 }
 
 /// Counts since the daemon started, by what happened.
@@ -77,7 +80,7 @@ pub struct WorkerMemory {
 
 impl AppRuntime {
     pub fn new(policy: AppPolicy, paths: &HostPaths) -> Self {
-        Self {
+        let mut app = Self {
             adapter: Adapter::new(&policy, paths),
             policy,
             service: None,
@@ -89,7 +92,10 @@ impl AppRuntime {
             not_workers: BTreeSet::new(),
             retry_after: BTreeMap::new(),
             roster_warned: None,
-        }
+            limits_applied: (None, None),
+        };
+        app.limits_applied = app.limits();
+        app
     }
 
     pub fn name(&self) -> &str {
