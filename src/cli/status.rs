@@ -8,7 +8,7 @@ use anyhow::{Context, anyhow};
 use crate::daemon::bus::Daemon1Proxy;
 use crate::daemon::report::{AppView, Event, StatusView, WorkerView};
 use crate::policy::Mode;
-use crate::policy::values::format_size;
+use crate::policy::values::human_size;
 
 async fn proxy() -> anyhow::Result<Daemon1Proxy<'static>> {
     let conn = zbus::Connection::system()
@@ -94,13 +94,7 @@ fn age(seconds: f64) -> String {
 }
 
 fn opt_size(v: Option<u64>) -> String {
-    v.map_or("-".into(), |b| {
-        if b >= 1 << 20 {
-            format!("{:.1}M", b as f64 / (1 << 20) as f64)
-        } else {
-            format!("{:.0}K", b as f64 / 1024.0)
-        }
-    })
+    v.map_or("-".into(), human_size)
 }
 
 pub fn render(v: &StatusView) -> String {
@@ -111,7 +105,7 @@ pub fn render(v: &StatusView) -> String {
         out,
         "host memory {} used of {} (lower bound {}, upper bound {}), PSI memory some {:.2} full {:.2}",
         pct(h.utilisation),
-        format_size(h.mem_total),
+        human_size(h.mem_total),
         pct(h.lower_bound),
         pct(h.upper_bound),
         h.psi_some_avg10,
@@ -133,7 +127,7 @@ pub fn render(v: &StatusView) -> String {
 }
 
 fn render_app(out: &mut String, a: &AppView) {
-    let limit = |l: Option<u64>| l.map_or("none".into(), format_size);
+    let limit = |l: Option<u64>| l.map_or("none".into(), human_size);
     let master = a
         .master_pid
         .map_or("not running".into(), |p| format!("master {p}"));

@@ -123,7 +123,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             let message = match hard {
                 Some(h) => format!(
                     "the kernel killed {n} process(es) in {name}'s worker scopes: a worker reached its hard limit of {}",
-                    crate::policy::values::format_size(h)
+                    crate::policy::values::human_size(h)
                 ),
                 None => format!("the kernel killed {n} process(es) in {name}'s worker scopes"),
             };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::values::format_size;
+use crate::policy::values::human_size;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -52,8 +52,8 @@ impl fmt::Display for Reason {
             } => write!(
                 f,
                 "private memory {} is above the soft limit {}",
-                format_size(*private_bytes),
-                format_size(*soft_limit)
+                human_size(*private_bytes),
+                human_size(*soft_limit)
             ),
             Reason::HostAboveLower {
                 utilisation,
@@ -65,7 +65,7 @@ impl fmt::Display for Reason {
                 "host memory {} is above the lower bound {}: one of the {k} biggest workers ({} private)",
                 pct(*utilisation),
                 pct(*lower),
-                format_size(*private_bytes)
+                human_size(*private_bytes)
             ),
             Reason::HostAboveUpper {
                 utilisation,
@@ -77,7 +77,7 @@ impl fmt::Display for Reason {
                 "host memory {} is above the upper bound {}: one of the {k} biggest workers ({} private)",
                 pct(*utilisation),
                 pct(*upper),
-                format_size(*private_bytes)
+                human_size(*private_bytes)
             ),
             Reason::RecycleTimedOut { waited } => write!(
                 f,

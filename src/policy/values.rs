@@ -72,6 +72,22 @@ pub fn format_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
+/// A size for people to read: three significant digits, e.g. `62.2M`.
+/// (Policies print with [`format_size`], which is exact.)
+pub fn human_size(bytes: u64) -> String {
+    for (unit, m) in SIZE_UNITS {
+        if bytes >= m {
+            let v = bytes as f64 / m as f64;
+            return match v {
+                v if v >= 100.0 => format!("{v:.0}{unit}"),
+                v if v >= 10.0 => format!("{v:.1}{unit}"),
+                v => format!("{v:.2}{unit}"),
+            };
+        }
+    }
+    format!("{bytes}B")
+}
+
 pub fn parse_fraction(text: &str) -> Result<f64, String> {
     let number = text
         .trim()
@@ -259,6 +275,14 @@ mod tests {
         assert_eq!(format_size(512 << 20), "512M");
         assert_eq!(format_size(3 << 30), "3G");
         assert_eq!(format_size(1000), "1000");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(65_183_744), "62.2M");
+        assert_eq!(human_size(2_074_611_712), "1.93G");
+        assert_eq!(human_size(300 << 20), "300M");
+        assert_eq!(human_size(512), "512B");
     }
 
     #[test]
