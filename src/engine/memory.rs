@@ -34,16 +34,29 @@ impl Candidate<'_> {
     }
 }
 
-/// Every worker, biggest first (ties by pid, so the order is stable).
-fn biggest_first(snap: &Snapshot) -> Vec<Candidate<'_>> {
+/// Every worker old enough to be acted on, biggest first (ties by pid,
+/// so the order is stable). A worker younger than its app's min_lifetime
+/// is left alone: a respawned worker is small, killing it frees nothing,
+/// and killing each respawn again would be a kill storm while an
+/// unmanaged process holds the memory. (The kernel still enforces its
+/// hard limit.)
+fn biggest_first<'a>(policy: &Policy, snap: &'a Snapshot) -> Vec<Candidate<'a>> {
     let mut all: Vec<Candidate> = snap
         .apps
         .iter()
         .flat_map(|a| {
-            a.workers.iter().map(move |w| Candidate {
-                app: &a.name,
-                worker: w,
-            })
+            let min_age = policy
+                .app(&a.name)
+                .map_or(policy.global.workers.min_lifetime.0, |p| {
+                    p.memory.min_lifetime.0
+                });
+            a.workers
+                .iter()
+                .filter(move |w| w.age >= min_age)
+                .map(move |w| Candidate {
+                    app: &a.name,
+                    worker: w,
+                })
         })
         .collect();
     all.sort_by(|a, b| {
@@ -113,8 +126,11 @@ pub(super) fn host_bounds(
     if m < lower {
         return;
     }
-    let all = biggest_first(snap);
-    let k = host_k(all.len(), m, lower, upper);
+    let all = biggest_first(policy, snap);
+    // k counts every managed worker, as in k = ceil(N·x²); only the old
+    // enough can be chosen.
+    let n = snap.apps.iter().map(|a| a.workers.len()).sum();
+    let k = host_k(n, m, lower, upper);
     if k == 0 {
         return;
     }

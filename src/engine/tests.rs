@@ -216,6 +216,34 @@ fn above_upper_bound_kills_only_what_is_needed() {
 }
 
 #[test]
+fn respawned_workers_are_not_killed_in_a_loop() {
+    // An unmanaged process holds the memory: killing the workers cannot
+    // bring the host below U, and their respawns must not be killed again.
+    let p = policy(vec![app_policy("a", None)]);
+    let mut st = EngineState::default();
+    let d = decide(
+        &p,
+        &snapshot(10, 0.97, vec![("a", vec![worker(1, 100), worker(2, 90)])]),
+        &mut st,
+    );
+    assert_eq!(pids(&d, "kill"), vec![1, 2]);
+    let mut respawned = vec![worker(3, 5), worker(4, 5)];
+    respawned
+        .iter_mut()
+        .for_each(|w| w.age = Duration::from_secs(1));
+    for t in 11..20 {
+        assert!(
+            decide(
+                &p,
+                &snapshot(t, 0.97, vec![("a", respawned.clone())]),
+                &mut st
+            )
+            .is_empty()
+        );
+    }
+}
+
+#[test]
 fn observe_mode_marks_every_decision() {
     let mut a = app_policy("shop", Some(100 * MB));
     a.mode = Mode::Observe;
@@ -435,7 +463,10 @@ proptest! {
             let w = d.action.worker().unwrap();
             snap.apps.iter().flat_map(|a| &a.workers).find(|s| s.pid == w.pid).unwrap().private_bytes
         }).collect();
-        let mut all: Vec<u64> = snap.apps.iter().flat_map(|a| a.workers.iter().map(|w| w.private_bytes)).collect();
+        // Only workers past their min_lifetime (30 s here) can be chosen.
+        let mut all: Vec<u64> = snap.apps.iter().flat_map(|a| a.workers.iter())
+            .filter(|w| w.age >= Duration::from_secs(30))
+            .map(|w| w.private_bytes).collect();
         all.sort_unstable_by(|a, b| b.cmp(a));
         prop_assert_eq!(&killed[..], &all[..killed.len()]);
         if !all.is_empty() { prop_assert!(!killed.is_empty()); }

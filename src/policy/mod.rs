@@ -251,7 +251,7 @@ impl Default for GlobalPolicy {
             workers: WorkerDefaults {
                 interval: Span(Duration::from_secs(1)),
                 recycle_deadline: Span(Duration::from_secs(30)),
-                min_lifetime: Span(Duration::from_secs(30)),
+                min_lifetime: Span(Duration::from_secs(10)),
             },
             metrics: None,
         }
