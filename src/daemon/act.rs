@@ -6,6 +6,7 @@
 //! master through systemd, which tracks the service's main PID). A
 //! decision in observe mode is logged and nothing else.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Daemon;
@@ -25,13 +26,16 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         let Some(snap) = self.snapshot() else {
             return;
         };
-        let decisions = engine::decide(&self.policy, &snap, &mut self.engine);
-        for d in decisions {
-            self.act(d).await;
+        let mut queue: VecDeque<Decision> =
+            engine::decide(&self.policy, &snap, &mut self.engine).into();
+        while let Some(d) = queue.pop_front() {
+            queue.extend(self.act(d).await);
         }
     }
 
-    async fn act(&mut self, d: Decision) {
+    /// Carries out (or logs) one decision; returns a follow-up decision
+    /// when what was done needs undoing at once.
+    async fn act(&mut self, d: Decision) -> Option<Decision> {
         let private = d.action.worker().and_then(|w| {
             self.apps
                 .get(&w.app)?
@@ -62,6 +66,26 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             .unwrap_or_else(|e| e.into_inner())
             .events
             .push(event);
+        match (&d.action, outcome.as_str()) {
+            (Action::Freeze { worker }, "done") => self.busy_when_frozen(worker, d.mode),
+            _ => None,
+        }
+    }
+
+    /// A worker that took a connection just as it was frozen would keep
+    /// that client waiting. A frozen task still shows the system call it
+    /// was interrupted in: an idle worker was waiting in accept, epoll,
+    /// poll or select; anything else means it was serving.
+    fn busy_when_frozen(&self, worker: &WorkerRef, mode: Mode) -> Option<Decision> {
+        let state = self.procfs.pid_syscall(worker.pid).ok()?;
+        tracing::debug!(worker_pid = worker.pid, "frozen in {state:?}");
+        (!state.is_waiting()).then(|| Decision {
+            action: Action::Thaw {
+                worker: worker.clone(),
+            },
+            reason: engine::Reason::BusyWhileFrozen,
+            mode,
+        })
     }
 
     fn count(&mut self, action: &Action) {

@@ -7,6 +7,7 @@
 //! on fake trees without a loop.
 
 mod act;
+pub mod backlog;
 pub mod bus;
 mod discover;
 pub mod model;
@@ -57,6 +58,9 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     pub shared: Arc<Mutex<Shared>>,
     /// When a host-read problem was last logged.
     host_warned: Option<Instant>,
+    /// Listen queues: sock_diag on a real host; `None` turns backlogs off.
+    pub listeners: Option<Box<dyn backlog::ListenerSource>>,
+    backlog_warned: Option<Instant>,
 }
 
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
@@ -84,6 +88,8 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             problems: Vec::new(),
             shared: Arc::new(Mutex::new(Shared::default())),
             host_warned: None,
+            listeners: None,
+            backlog_warned: None,
         };
         d.set_policy(policy);
         d
@@ -132,6 +138,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         if pressured {
             self.sample_workers(true);
         }
+        self.sample_backlogs();
         self.decide_and_act().await;
     }
 
@@ -148,6 +155,9 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
         self.sense_host();
         self.sample_workers(false);
+        self.sample_idle();
+        self.refresh_sockets();
+        self.sample_backlogs();
         self.check_oom_kills();
         self.decide_and_act().await;
         self.publish();

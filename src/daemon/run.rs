@@ -13,6 +13,7 @@ use tokio::time::{MissedTickBehavior, interval};
 use super::Daemon;
 use super::bus::{self, Command};
 use super::signal::PidfdSignaller;
+use crate::backlog::SockDiag;
 use crate::cgroup::CgroupFs;
 use crate::paths::HostPaths;
 use crate::policy::{self, GlobalPolicy, Policy};
@@ -174,6 +175,10 @@ pub async fn run() -> anyhow::Result<()> {
     };
     let mut d = Daemon::new(paths, cgroups, systemd, signaller, policy);
     d.problems = problems;
+    match SockDiag::new() {
+        Ok(s) => d.listeners = Some(Box::new(s)),
+        Err(e) => tracing::warn!("no listen backlogs, no adaptive worker count: {e}"),
+    }
     let (tx, mut commands) = mpsc::channel::<Command>(4);
     if let Err(e) = bus::serve(&conn, d.shared.clone(), tx).await {
         let msg =

@@ -402,3 +402,62 @@ async fn status_view_shows_workers_and_limits() {
         d.status_line()
     );
 }
+
+#[tokio::test]
+async fn a_building_backlog_makes_gunicorn_grow_through_systemd() {
+    use crate::backlog::{ListenAddr, Listener};
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy(
+        "blog",
+        "unit = \"blog.service\"\nserver = \"gunicorn\"\n[scaling]\nmin_workers = 2\nmax_workers = 4\ngrow_backlog = 3\ncooldown_up = \"0\"\n",
+    ));
+    let workers: Vec<u32> = vec![MASTER + 1, MASTER + 2];
+    let cg = d
+        .systemd
+        .add_service("blog.service", MASTER, &[MASTER, workers[0], workers[1]])
+        .unwrap();
+    h.process(MASTER, 1, &cg);
+    for w in &workers {
+        h.process(*w, MASTER, &cg);
+    }
+    // The arbiter holds the listening socket (inode 777) and a client one.
+    let fd_dir = h.paths().resolve(format!("/proc/{MASTER}/fd"));
+    fs::create_dir_all(&fd_dir).unwrap();
+    std::os::unix::fs::symlink("socket:[777]", fd_dir.join("3")).unwrap();
+    std::os::unix::fs::symlink("socket:[778]", fd_dir.join("4")).unwrap();
+    let listener = |queue| Listener {
+        inode: 777,
+        addr: ListenAddr::Tcp("127.0.0.1:8002".parse().unwrap()),
+        queue,
+        max: 128,
+    };
+    let other = Listener {
+        inode: 999,
+        addr: ListenAddr::Tcp("127.0.0.1:22".parse().unwrap()),
+        queue: 50,
+        max: 128,
+    };
+    d.listeners = Some(Box::new(vec![listener(0), other.clone()]));
+    d.worker_tick().await;
+    assert_eq!(
+        d.apps["blog"].listen_inodes,
+        vec![777],
+        "only the arbiter's listener"
+    );
+    assert!(!d.systemd.calls().iter().any(|c| c.contains("main")));
+
+    d.listeners = Some(Box::new(vec![listener(5), other]));
+    d.host_tick().await;
+    assert_eq!(d.apps["blog"].backlog.map(|b| b.queued), Some(5));
+    let grows: Vec<String> = d
+        .systemd
+        .calls()
+        .into_iter()
+        .filter(|c| c.contains("main"))
+        .collect();
+    assert_eq!(
+        grows,
+        vec![format!("kill blog.service main {}", libc::SIGTTIN)]
+    );
+    assert_eq!(d.apps["blog"].counters.grows, 1);
+}
