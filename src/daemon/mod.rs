@@ -10,6 +10,7 @@ mod act;
 pub mod backlog;
 pub mod bus;
 mod discover;
+pub mod metrics;
 pub mod model;
 pub mod report;
 mod run;
@@ -35,11 +36,12 @@ use model::AppRuntime;
 use report::{EventLog, StatusView};
 use signal::Signaller;
 
-/// What the D-Bus interface reads; written at the end of every tick.
+/// What the D-Bus interface and the metrics endpoint read.
 #[derive(Default)]
 pub struct Shared {
     pub status: StatusView,
     pub events: EventLog,
+    pub actions: metrics::ActionCounts,
 }
 
 pub struct Daemon<S: Systemd, K: Signaller> {
@@ -61,6 +63,8 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     /// Listen queues: sock_diag on a real host; `None` turns backlogs off.
     pub listeners: Option<Box<dyn backlog::ListenerSource>>,
     backlog_warned: Option<Instant>,
+    /// Apps an operator paused: their decisions are only logged.
+    pub paused: std::collections::BTreeSet<String>,
 }
 
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
@@ -90,6 +94,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             host_warned: None,
             listeners: None,
             backlog_warned: None,
+            paused: Default::default(),
         };
         d.set_policy(policy);
         d

@@ -157,6 +157,9 @@ pub struct AppView {
     pub unit: String,
     pub server: String,
     pub mode: Option<Mode>,
+    /// An operator paused it: decisions are logged, not carried out.
+    #[serde(default)]
+    pub paused: bool,
     pub master_pid: Option<u32>,
     pub soft_limit: Option<u64>,
     pub hard_limit: Option<u64>,

@@ -186,6 +186,13 @@ pub async fn run() -> anyhow::Result<()> {
         tracing::warn!("{msg}");
         d.problems.push(msg);
     }
+    if let Some(m) = d.policy.global.metrics.clone()
+        && let Err(e) = super::metrics::serve(m.listen, d.shared.clone()).await
+    {
+        let msg = format!("no metrics endpoint on {}: {e}", m.listen);
+        tracing::error!("{msg}");
+        d.problems.push(msg);
+    }
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -252,6 +259,12 @@ pub async fn run() -> anyhow::Result<()> {
                     let _ = reply.send(reload(&mut d).await);
                     (host_iv, worker_iv) = ticks(&d);
                     psi = arm_psi(&d);
+                }
+                Command::RecycleWorker(pid, reply) => {
+                    let _ = reply.send(d.recycle_worker(pid).await);
+                }
+                Command::Pause(app, pause, reply) => {
+                    let _ = reply.send(d.pause(&app, pause));
                 }
             },
             _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),

@@ -197,6 +197,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 unit: app.policy.unit.clone(),
                 server: app.policy.server.as_str().into(),
                 mode: Some(app.policy.mode),
+                paused: self.paused.contains(&app.policy.name),
                 master_pid: app.master(),
                 soft_limit: app.policy.memory.soft_limit.map(|s| s.0),
                 hard_limit: app.policy.memory.hard_limit.map(|s| s.0),
