@@ -119,6 +119,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 .as_ref()
                 .map(|m| m.current)
         });
+        let started = std::time::Instant::now();
         let outcome = match d.mode {
             Mode::Observe => "observed".to_owned(),
             Mode::Enforce => match self.carry_out(&d.action).await {
@@ -134,7 +135,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 }
             },
         };
-        let event = report::decision(&d, private, &outcome);
+        let event = report::decision(&d, private, &outcome, started.elapsed());
         let counted = match outcome.as_str() {
             "done" | "observed" => outcome.clone(),
             _ => "failed".into(),

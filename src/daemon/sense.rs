@@ -142,6 +142,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 reason: message,
                 mode: app.policy.mode,
                 outcome: "done by the kernel".into(),
+                duration_us: 0,
             };
             self.shared
                 .lock()
