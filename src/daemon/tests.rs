@@ -543,3 +543,18 @@ async fn a_paused_app_is_only_observed() {
         vec![(workers[1], scope_cgroup(workers[1]), libc::SIGHUP)]
     );
 }
+
+#[tokio::test]
+async fn many_workers_are_placed_with_bounded_calls_in_flight() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    shop(&h, &d, 200);
+    d.worker_tick().await;
+    assert_eq!(d.apps["shop"].workers.len(), 200);
+    let max = d.systemd.state.lock().unwrap().max_in_flight;
+    assert!(max > 1, "placements run concurrently ({max})");
+    assert!(
+        max <= 32,
+        "{max} StartTransientUnit calls in flight at once"
+    );
+}
