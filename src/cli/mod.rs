@@ -1,6 +1,7 @@
 //! Subcommands and their output.
 
 mod check;
+mod import;
 mod status;
 
 use std::path::PathBuf;
@@ -63,6 +64,43 @@ pub enum Command {
     /// Ask the daemon to re-read its policy (root only). A policy with
     /// errors is refused and the current one stays.
     Reload,
+    /// Make an app policy from a uWSGI ini file.
+    ///
+    /// Maps reload-on-rss and evil-reload-on-rss (MB) to the soft and hard
+    /// limits, min-worker-lifetime, the stats socket and master FIFO, and in
+    /// cheaper mode (cheaper-algo = manual) processes/cheaper/cheaper-step
+    /// and the listening sockets to [scaling]. Prints the policy on stdout
+    /// and notes on stderr: what was not mapped and why, and who runs the
+    /// app. For Debian's /etc/uwsgi/apps-enabled/NAME.ini it reads
+    /// /usr/share/uwsgi/conf/default.ini first, as the init script does, and
+    /// explains why the init script's uwsgi.service cannot be managed (it
+    /// has no main PID) and which unit to create instead.
+    ///
+    /// Example: adaptive-workers import-uwsgi /etc/uwsgi/apps-enabled/shop.ini --write
+    ImportUwsgi {
+        /// The app's uWSGI ini file.
+        ini: PathBuf,
+        /// The ini section to read.
+        #[arg(long, default_value = "uwsgi")]
+        section: String,
+        /// The app's .service unit (default: guessed from the layout, or
+        /// NAME.service).
+        #[arg(long)]
+        unit: Option<String>,
+        /// The app's name (default: the ini file's name without .ini).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write /etc/adaptive-workers/policies.d/NAME.toml.
+        #[arg(long)]
+        write: bool,
+        /// Overwrite that file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Resolve host paths (the ini, its includes, /etc, /usr/share)
+        /// under this directory instead of /.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
 }
 
 /// Prints an error with its whole chain of causes.
@@ -94,6 +132,23 @@ pub fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(status::events(max, json)))
         }
         Command::Reload => runtime().and_then(|rt| rt.block_on(status::reload())),
+        Command::ImportUwsgi {
+            ini,
+            section,
+            unit,
+            name,
+            write,
+            force,
+            root,
+        } => import::run(&import::Args {
+            ini,
+            section: Some(section),
+            unit,
+            name,
+            write,
+            force,
+            root,
+        }),
     };
     result.unwrap_or_else(|e| {
         print_error(&e);
