@@ -2,7 +2,9 @@
 
 mod check;
 mod import;
+mod inspect;
 mod status;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -101,6 +103,41 @@ pub enum Command {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// Audit thread stacks: what each thread reserves and touches, and
+    /// what smaller stacks would save.
+    ///
+    /// glibc gives every thread made with default attributes a stack of the
+    /// RLIMIT_STACK soft limit (usually 8 MiB). For each process (an app's
+    /// master and workers as the daemon knows them, or a PID and, for a
+    /// uWSGI/gunicorn master, its children) this lists every thread's stack
+    /// (reserved, resident, guard) and recommends uWSGI's threads-stacksize
+    /// (KB) and/or LimitSTACK= on the service, sized at 4 × the largest
+    /// resident stack (rounded up to a power of two, at least 64K), with the
+    /// address space it saves. Needs root (or the processes' owner) to read
+    /// their threads' stack pointers.
+    ///
+    /// Example: adaptive-workers inspect shop; adaptive-workers inspect 4242 --json
+    Inspect {
+        /// An app name (its processes come from the daemon) or a PID.
+        target: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live view: host memory against the bounds, PSI, apps, workers'
+    /// private memory against their limits, and the last decisions.
+    ///
+    /// Reads from the running daemon over D-Bus; q or Ctrl-C quits.
+    ///
+    /// Example: adaptive-workers top --interval 2s; adaptive-workers top --once
+    Top {
+        /// How often to refresh (e.g. 500ms, 1s, 5s).
+        #[arg(long, default_value = "1s", value_parser = crate::policy::values::parse_duration)]
+        interval: std::time::Duration,
+        /// Print one frame without terminal control and exit.
+        #[arg(long)]
+        once: bool,
+    },
 }
 
 /// Prints an error with its whole chain of causes.
@@ -132,6 +169,12 @@ pub fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(status::events(max, json)))
         }
         Command::Reload => runtime().and_then(|rt| rt.block_on(status::reload())),
+        Command::Inspect { target, json } => {
+            runtime().and_then(|rt| rt.block_on(inspect::run(&target, json)))
+        }
+        Command::Top { interval, once } => {
+            runtime().and_then(|rt| rt.block_on(top::run(interval, once)))
+        }
         Command::ImportUwsgi {
             ini,
             section,
