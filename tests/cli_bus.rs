@@ -165,6 +165,78 @@ async fn top_once_and_inspect_app_through_the_bus() {
     );
 }
 
+/// The live view in a pseudo-terminal (util-linux `script`): frames are
+/// drawn on the alternate screen, a single `q` quits, and the terminal is
+/// put back.
+#[tokio::test]
+async fn live_top_quits_on_q_and_restores_the_terminal() {
+    let Some(bus) = start_bus() else {
+        return;
+    };
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("no script(1): skipping");
+        return;
+    }
+    let address = bus.1.clone();
+    let _conn = zbus::connection::Builder::address(address.as_str())
+        .name("org.adaptiveworkers.Daemon")
+        .serve_at(
+            "/org/adaptiveworkers/Daemon",
+            Fake {
+                status: status_json(1),
+            },
+        )
+        .build()
+        .await
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let bin = env!("CARGO_BIN_EXE_adaptive-workers");
+        let mut child = Command::new("script")
+            .args(["-qfec", &format!("{bin} top --interval 200ms"), "/dev/null"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(900));
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"q").unwrap();
+        stdin.flush().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("top did not quit on q");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\x1b[?1049h"),
+        "entered the alternate screen: {text:?}"
+    );
+    assert!(
+        text.contains("shop\x1b[0m (uwsgi-shop.service"),
+        "drew a frame: {text:?}"
+    );
+    assert!(text.contains("\r\n"), "raw mode lines end in CR LF");
+    assert!(
+        text.trim_end().ends_with("\x1b[?25h\x1b[?1049l"),
+        "restored last: {text:?}"
+    );
+}
+
 #[tokio::test]
 async fn nobody_owning_the_name_is_the_daemon_not_running() {
     let Some(bus) = start_bus() else {
