@@ -166,7 +166,9 @@ impl Layout {
             None => {
                 let mut steps = Vec::new();
                 if self.enabled {
-                    steps.push(format!("service uwsgi stop {name}"));
+                    // Not `service uwsgi stop NAME`: under systemd that is
+                    // `systemctl stop uwsgi.service`, which stops every app.
+                    steps.push(format!("/etc/init.d/uwsgi stop {name}"));
                     if self.symlink {
                         steps.push(format!("rm {ENABLED}/{name}.ini"));
                     } else {

@@ -151,7 +151,10 @@ fn debian_app_gets_its_own_unit() {
         "ExecStart=/usr/bin/uwsgi --ini /usr/share/uwsgi/conf/default.ini --ini /etc/uwsgi/apps-available/shop.ini"
     ));
     assert!(has_note(&i, "-o www-data -g www-data"));
-    assert!(has_note(&i, "rm /etc/uwsgi/apps-enabled/shop.ini"));
+    assert!(has_note(
+        &i,
+        "then: /etc/init.d/uwsgi stop shop; rm /etc/uwsgi/apps-enabled/shop.ini;"
+    ));
     assert!(has_note(&i, "uwsgi-app@shop.service is no fit"));
     assert!(has_note(
         &i,
