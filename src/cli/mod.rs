@@ -66,6 +66,26 @@ pub enum Command {
     /// Ask the daemon to re-read its policy (root only). A policy with
     /// errors is refused and the current one stays.
     Reload,
+    /// Recycle one managed worker gracefully, now (root only).
+    ///
+    /// Example: adaptive-workers recycle 4242
+    Recycle {
+        /// The worker's PID, as `status` shows it.
+        pid: u32,
+    },
+    /// Stop acting on an app until `resume` (root only): its decisions are
+    /// logged as in observe mode; limits on its scopes stay.
+    ///
+    /// Example: adaptive-workers pause shop
+    Pause {
+        /// The app's name (its policy file's name).
+        app: String,
+    },
+    /// Act on a paused app again (root only).
+    Resume {
+        /// The app's name.
+        app: String,
+    },
     /// Make an app policy from a uWSGI ini file.
     ///
     /// Maps reload-on-rss and evil-reload-on-rss (MB) to the soft and hard
@@ -168,7 +188,16 @@ pub fn main() -> ExitCode {
         Command::Events { max, json } => {
             runtime().and_then(|rt| rt.block_on(status::events(max, json)))
         }
-        Command::Reload => runtime().and_then(|rt| rt.block_on(status::reload())),
+        Command::Reload => runtime().and_then(|rt| rt.block_on(status::act(status::Act::Reload))),
+        Command::Recycle { pid } => {
+            runtime().and_then(|rt| rt.block_on(status::act(status::Act::Recycle(pid))))
+        }
+        Command::Pause { app } => {
+            runtime().and_then(|rt| rt.block_on(status::act(status::Act::Pause(app, true))))
+        }
+        Command::Resume { app } => {
+            runtime().and_then(|rt| rt.block_on(status::act(status::Act::Pause(app, false))))
+        }
         Command::Inspect { target, json } => {
             runtime().and_then(|rt| rt.block_on(inspect::run(&target, json)))
         }

@@ -58,11 +58,32 @@ pub async fn events(max: u32, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn reload() -> anyhow::Result<ExitCode> {
-    match proxy().await?.reload().await {
+/// The changing requests; root only (the bus refuses everyone else).
+pub enum Act {
+    Reload,
+    Recycle(u32),
+    Pause(String, bool),
+}
+
+pub async fn act(what: Act) -> anyhow::Result<ExitCode> {
+    let p = proxy().await?;
+    let answer = match &what {
+        Act::Reload => p.reload().await,
+        Act::Recycle(pid) => p.recycle_worker(*pid).await,
+        Act::Pause(app, true) => p.pause_app(app).await,
+        Act::Pause(app, false) => p.resume_app(app).await,
+    };
+    match answer {
         Ok(msg) => {
             println!("{msg}");
             Ok(ExitCode::SUCCESS)
+        }
+        Err(zbus::Error::MethodError(name, msg, _)) if name.as_str().ends_with("AccessDenied") => {
+            eprintln!(
+                "adaptive-workers: permission denied: only root may change the daemon ({})",
+                msg.unwrap_or_default()
+            );
+            Ok(ExitCode::from(4))
         }
         Err(zbus::Error::MethodError(_, Some(msg), _)) => {
             eprintln!("{msg}");

@@ -327,10 +327,10 @@ pub fn render_frame(
 }
 
 fn render_app(out: &mut String, a: &AppView, color: bool) {
-    let mode = if a.mode == Some(Mode::Observe) {
-        "observe"
-    } else {
-        "enforce"
+    let mode = match (a.paused, a.mode) {
+        (true, _) => "paused",
+        (false, Some(Mode::Observe)) => "observe",
+        _ => "enforce",
     };
     let master = a
         .master_pid

@@ -6,6 +6,7 @@
 //! master through systemd, which tracks the service's main PID). A
 //! decision in observe mode is logged and nothing else.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Daemon;
@@ -25,13 +26,90 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         let Some(snap) = self.snapshot() else {
             return;
         };
-        let decisions = engine::decide(&self.policy, &snap, &mut self.engine);
-        for d in decisions {
-            self.act(d).await;
+        let policy = effective_policy(&self.policy, &self.paused);
+        let mut queue: VecDeque<Decision> = engine::decide(&policy, &snap, &mut self.engine).into();
+        while let Some(d) = queue.pop_front() {
+            queue.extend(self.act(d).await);
         }
     }
 
-    async fn act(&mut self, d: Decision) {
+    /// An operator's request to recycle one worker (D-Bus, root only).
+    pub async fn recycle_worker(&mut self, pid: u32) -> Result<String, String> {
+        let (name, scope) = self
+            .apps
+            .iter()
+            .find_map(|(n, a)| a.workers.get(&pid).map(|w| (n.clone(), w.scope.clone())))
+            .ok_or_else(|| format!("process {pid} is not a managed worker"))?;
+        let worker = WorkerRef {
+            app: name.clone(),
+            pid,
+            scope,
+        };
+        if self.engine.is_busy(&worker) {
+            return Err(format!("worker {pid} is already being recycled"));
+        }
+        let mode = effective_policy(&self.policy, &self.paused)
+            .app(&name)
+            .map_or(Mode::Enforce, |a| a.mode);
+        self.engine.pending.insert(
+            worker.clone(),
+            engine::Pending {
+                since: self.now(),
+                cause: engine::Cause::Operator,
+                observed: mode == Mode::Observe,
+            },
+        );
+        let d = Decision {
+            action: Action::Recycle { worker },
+            reason: engine::Reason::Operator,
+            mode,
+        };
+        self.act(d).await;
+        let last = self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .events
+            .recent(1);
+        match last.first().map(|e| e.outcome.as_str()) {
+            Some("done") => Ok(format!("recycling worker {pid} of {name}")),
+            Some("observed") => Ok(format!(
+                "{name} is in observe mode or paused: worker {pid} was not recycled"
+            )),
+            Some(other) => Err(format!("worker {pid}: {other}")),
+            None => Err("nothing happened".into()),
+        }
+    }
+
+    /// Pauses or resumes acting on an app.
+    pub fn pause(&mut self, app: &str, pause: bool) -> Result<String, String> {
+        if !self.apps.contains_key(app) {
+            return Err(format!("no app {app:?} is managed"));
+        }
+        let changed = if pause {
+            self.paused.insert(app.to_owned())
+        } else {
+            self.paused.remove(app)
+        };
+        let what = if pause {
+            "paused: decisions are logged, not carried out"
+        } else {
+            "resumed"
+        };
+        if changed {
+            tracing::info!(
+                app,
+                action = if pause { "pause" } else { "resume" },
+                "{app} {what}"
+            );
+        }
+        self.publish();
+        Ok(format!("{app} {what}"))
+    }
+
+    /// Carries out (or logs) one decision; returns a follow-up decision
+    /// when what was done needs undoing at once.
+    async fn act(&mut self, d: Decision) -> Option<Decision> {
         let private = d.action.worker().and_then(|w| {
             self.apps
                 .get(&w.app)?
@@ -41,6 +119,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 .as_ref()
                 .map(|m| m.current)
         });
+        let started = std::time::Instant::now();
         let outcome = match d.mode {
             Mode::Observe => "observed".to_owned(),
             Mode::Enforce => match self.carry_out(&d.action).await {
@@ -56,12 +135,42 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 }
             },
         };
-        let event = report::decision(&d, private, &outcome);
-        self.shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .events
-            .push(event);
+        let event = report::decision(&d, private, &outcome, started.elapsed());
+        let counted = match outcome.as_str() {
+            "done" | "observed" => outcome.clone(),
+            _ => "failed".into(),
+        };
+        let key = (
+            d.action.app().to_owned(),
+            d.action.name().to_owned(),
+            d.reason.kind().to_owned(),
+            counted,
+        );
+        {
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            shared.events.push(event);
+            *shared.actions.entry(key).or_default() += 1;
+        }
+        match (&d.action, outcome.as_str()) {
+            (Action::Freeze { worker }, "done") => self.busy_when_frozen(worker, d.mode),
+            _ => None,
+        }
+    }
+
+    /// A worker that took a connection just as it was frozen would keep
+    /// that client waiting. A frozen task still shows the system call it
+    /// was interrupted in: an idle worker was waiting in accept, epoll,
+    /// poll or select; anything else means it was serving.
+    fn busy_when_frozen(&self, worker: &WorkerRef, mode: Mode) -> Option<Decision> {
+        let state = self.procfs.pid_syscall(worker.pid).ok()?;
+        tracing::debug!(worker_pid = worker.pid, "frozen in {state:?}");
+        (!state.is_waiting()).then(|| Decision {
+            action: Action::Thaw {
+                worker: worker.clone(),
+            },
+            reason: engine::Reason::BusyWhileFrozen,
+            mode,
+        })
     }
 
     fn count(&mut self, action: &Action) {
@@ -162,4 +271,19 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             ScaleMechanism::Unsupported { why } => Err(why.to_owned()),
         }
     }
+}
+
+/// The policy the engine sees: paused apps act as in observe mode.
+fn effective_policy<'a>(
+    policy: &'a crate::policy::Policy,
+    paused: &std::collections::BTreeSet<String>,
+) -> std::borrow::Cow<'a, crate::policy::Policy> {
+    if paused.is_empty() {
+        return std::borrow::Cow::Borrowed(policy);
+    }
+    let mut p = policy.clone();
+    for app in p.apps.iter_mut().filter(|a| paused.contains(&a.name)) {
+        app.mode = Mode::Observe;
+    }
+    std::borrow::Cow::Owned(p)
 }

@@ -10,7 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream;
 
 use super::Daemon;
 use super::model::Worker;
@@ -18,6 +19,8 @@ use super::signal::Signaller;
 use crate::procfs::PidStat;
 use crate::systemd::{Systemd, escape, slice_cgroup};
 
+/// Placements in flight at once.
+const PLACE_AT_ONCE: usize = 32;
 /// A failed placement is retried after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// A child the stats socket has not listed for this long is not a worker.
@@ -137,7 +140,12 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             .iter()
             .map(|s| app.scope_spec(s.pid, master))
             .collect();
-        let results = join_all(specs.iter().map(|s| self.systemd.start_scope(s))).await;
+        // In flight at once: the system bus allows 128 pending calls per
+        // connection by default; 1,000 workers starting must not hit that.
+        let results: Vec<_> = stream::iter(specs.iter().map(|s| self.systemd.start_scope(s)))
+            .buffered(PLACE_AT_ONCE)
+            .collect()
+            .await;
         for ((spec, stat), result) in specs.into_iter().zip(found).zip(results) {
             let cgroup = self.apps[name].scope_cgroup(&spec.name);
             match result {

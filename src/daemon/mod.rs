@@ -7,8 +7,10 @@
 //! on fake trees without a loop.
 
 mod act;
+pub mod backlog;
 pub mod bus;
 mod discover;
+pub mod metrics;
 pub mod model;
 pub mod report;
 mod run;
@@ -34,11 +36,12 @@ use model::AppRuntime;
 use report::{EventLog, StatusView};
 use signal::Signaller;
 
-/// What the D-Bus interface reads; written at the end of every tick.
+/// What the D-Bus interface and the metrics endpoint read.
 #[derive(Default)]
 pub struct Shared {
     pub status: StatusView,
     pub events: EventLog,
+    pub actions: metrics::ActionCounts,
 }
 
 pub struct Daemon<S: Systemd, K: Signaller> {
@@ -57,6 +60,11 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     pub shared: Arc<Mutex<Shared>>,
     /// When a host-read problem was last logged.
     host_warned: Option<Instant>,
+    /// Listen queues: sock_diag on a real host; `None` turns backlogs off.
+    pub listeners: Option<Box<dyn backlog::ListenerSource>>,
+    backlog_warned: Option<Instant>,
+    /// Apps an operator paused: their decisions are only logged.
+    pub paused: std::collections::BTreeSet<String>,
 }
 
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
@@ -84,6 +92,9 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             problems: Vec::new(),
             shared: Arc::new(Mutex::new(Shared::default())),
             host_warned: None,
+            listeners: None,
+            backlog_warned: None,
+            paused: Default::default(),
         };
         d.set_policy(policy);
         d
@@ -132,6 +143,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         if pressured {
             self.sample_workers(true);
         }
+        self.sample_backlogs();
         self.decide_and_act().await;
     }
 
@@ -148,6 +160,9 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
         self.sense_host();
         self.sample_workers(false);
+        self.sample_idle();
+        self.refresh_sockets();
+        self.sample_backlogs();
         self.check_oom_kills();
         self.decide_and_act().await;
         self.publish();

@@ -31,6 +31,8 @@ pub struct AppRuntime {
     pub retry_after: BTreeMap<u32, Instant>,
     /// When a roster problem was last logged (to log once a minute).
     pub roster_warned: Option<Instant>,
+    /// Inodes of the app's listening sockets (see daemon::backlog).
+    pub listen_inodes: Vec<u64>,
     /// The limits the worker scopes have; differs from the policy's after
     /// a reload until they are updated.
     pub limits_applied: (Option<u64>, Option<u64>),
@@ -93,6 +95,7 @@ impl AppRuntime {
             retry_after: BTreeMap::new(),
             roster_warned: None,
             limits_applied: (None, None),
+            listen_inodes: Vec::new(),
         };
         app.limits_applied = app.limits();
         app

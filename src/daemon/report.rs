@@ -29,6 +29,9 @@ pub struct Event {
     pub mode: Mode,
     /// "done", "observed", or what went wrong.
     pub outcome: String,
+    /// From the decision to its completion, in microseconds.
+    #[serde(default)]
+    pub duration_us: u64,
 }
 
 pub fn now_epoch() -> f64 {
@@ -58,7 +61,14 @@ impl EventLog {
 }
 
 /// Logs a decision and what came of it, and returns it as an event.
-pub fn decision(d: &Decision, private_bytes: Option<u64>, outcome: &str) -> Event {
+/// `took` is how long carrying it out took (the systemd call or the
+/// signal), from the decision to its completion.
+pub fn decision(
+    d: &Decision,
+    private_bytes: Option<u64>,
+    outcome: &str,
+    took: std::time::Duration,
+) -> Event {
     let worker = d.action.worker();
     let pid = worker.map(|w| w.pid);
     let scope = worker.map(|w| w.scope.clone());
@@ -93,6 +103,7 @@ pub fn decision(d: &Decision, private_bytes: Option<u64>, outcome: &str) -> Even
                 private_bytes = private_bytes,
                 mode = mode,
                 outcome = outcome,
+                duration_us = took.as_micros() as u64,
                 "{message}{}",
                 if outcome == "done" || outcome == "observed" { String::new() } else { format!(" ({outcome})") }
             )
@@ -112,6 +123,7 @@ pub fn decision(d: &Decision, private_bytes: Option<u64>, outcome: &str) -> Even
         reason,
         mode: d.mode,
         outcome: outcome.to_owned(),
+        duration_us: took.as_micros() as u64,
     }
 }
 
@@ -157,6 +169,9 @@ pub struct AppView {
     pub unit: String,
     pub server: String,
     pub mode: Option<Mode>,
+    /// An operator paused it: decisions are logged, not carried out.
+    #[serde(default)]
+    pub paused: bool,
     pub master_pid: Option<u32>,
     pub soft_limit: Option<u64>,
     pub hard_limit: Option<u64>,

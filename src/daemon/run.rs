@@ -13,6 +13,7 @@ use tokio::time::{MissedTickBehavior, interval};
 use super::Daemon;
 use super::bus::{self, Command};
 use super::signal::PidfdSignaller;
+use crate::backlog::SockDiag;
 use crate::cgroup::CgroupFs;
 use crate::paths::HostPaths;
 use crate::policy::{self, GlobalPolicy, Policy};
@@ -174,11 +175,22 @@ pub async fn run() -> anyhow::Result<()> {
     };
     let mut d = Daemon::new(paths, cgroups, systemd, signaller, policy);
     d.problems = problems;
+    match SockDiag::new() {
+        Ok(s) => d.listeners = Some(Box::new(s)),
+        Err(e) => tracing::warn!("no listen backlogs, no adaptive worker count: {e}"),
+    }
     let (tx, mut commands) = mpsc::channel::<Command>(4);
     if let Err(e) = bus::serve(&conn, d.shared.clone(), tx).await {
         let msg =
             format!("no D-Bus interface ({e}): `adaptive-workers status` cannot reach the daemon");
         tracing::warn!("{msg}");
+        d.problems.push(msg);
+    }
+    if let Some(m) = d.policy.global.metrics.clone()
+        && let Err(e) = super::metrics::serve(m.listen, d.shared.clone()).await
+    {
+        let msg = format!("no metrics endpoint on {}: {e}", m.listen);
+        tracing::error!("{msg}");
         d.problems.push(msg);
     }
     let mut hup = signal(SignalKind::hangup())?;
@@ -247,6 +259,12 @@ pub async fn run() -> anyhow::Result<()> {
                     let _ = reply.send(reload(&mut d).await);
                     (host_iv, worker_iv) = ticks(&d);
                     psi = arm_psi(&d);
+                }
+                Command::RecycleWorker(pid, reply) => {
+                    let _ = reply.send(d.recycle_worker(pid).await);
+                }
+                Command::Pause(app, pause, reply) => {
+                    let _ = reply.send(d.pause(&app, pause));
                 }
             },
             _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),

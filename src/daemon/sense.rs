@@ -142,6 +142,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 reason: message,
                 mode: app.policy.mode,
                 outcome: "done by the kernel".into(),
+                duration_us: 0,
             };
             self.shared
                 .lock()
@@ -197,6 +198,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 unit: app.policy.unit.clone(),
                 server: app.policy.server.as_str().into(),
                 mode: Some(app.policy.mode),
+                paused: self.paused.contains(&app.policy.name),
                 master_pid: app.master(),
                 soft_limit: app.policy.memory.soft_limit.map(|s| s.0),
                 hard_limit: app.policy.memory.hard_limit.map(|s| s.0),

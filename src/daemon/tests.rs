@@ -402,3 +402,159 @@ async fn status_view_shows_workers_and_limits() {
         d.status_line()
     );
 }
+
+#[tokio::test]
+async fn a_building_backlog_makes_gunicorn_grow_through_systemd() {
+    use crate::backlog::{ListenAddr, Listener};
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy(
+        "blog",
+        "unit = \"blog.service\"\nserver = \"gunicorn\"\n[scaling]\nmin_workers = 2\nmax_workers = 4\ngrow_backlog = 3\ncooldown_up = \"0\"\n",
+    ));
+    let workers: Vec<u32> = vec![MASTER + 1, MASTER + 2];
+    let cg = d
+        .systemd
+        .add_service("blog.service", MASTER, &[MASTER, workers[0], workers[1]])
+        .unwrap();
+    h.process(MASTER, 1, &cg);
+    for w in &workers {
+        h.process(*w, MASTER, &cg);
+    }
+    // The arbiter holds the listening socket (inode 777) and a client one.
+    let fd_dir = h.paths().resolve(format!("/proc/{MASTER}/fd"));
+    fs::create_dir_all(&fd_dir).unwrap();
+    std::os::unix::fs::symlink("socket:[777]", fd_dir.join("3")).unwrap();
+    std::os::unix::fs::symlink("socket:[778]", fd_dir.join("4")).unwrap();
+    let listener = |queue| Listener {
+        inode: 777,
+        addr: ListenAddr::Tcp("127.0.0.1:8002".parse().unwrap()),
+        queue,
+        max: 128,
+    };
+    let other = Listener {
+        inode: 999,
+        addr: ListenAddr::Tcp("127.0.0.1:22".parse().unwrap()),
+        queue: 50,
+        max: 128,
+    };
+    d.listeners = Some(Box::new(vec![listener(0), other.clone()]));
+    d.worker_tick().await;
+    assert_eq!(
+        d.apps["blog"].listen_inodes,
+        vec![777],
+        "only the arbiter's listener"
+    );
+    assert!(!d.systemd.calls().iter().any(|c| c.contains("main")));
+
+    d.listeners = Some(Box::new(vec![listener(5), other]));
+    d.host_tick().await;
+    assert_eq!(d.apps["blog"].backlog.map(|b| b.queued), Some(5));
+    let grows: Vec<String> = d
+        .systemd
+        .calls()
+        .into_iter()
+        .filter(|c| c.contains("main"))
+        .collect();
+    assert_eq!(
+        grows,
+        vec![format!("kill blog.service main {}", libc::SIGTTIN)]
+    );
+    assert_eq!(d.apps["blog"].counters.grows, 1);
+}
+
+#[tokio::test]
+async fn an_operator_can_recycle_a_managed_worker_and_nothing_else() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 2);
+    d.worker_tick().await;
+    let msg = d.recycle_worker(workers[0]).await.unwrap();
+    assert!(
+        msg.contains(&format!("recycling worker {}", workers[0])),
+        "{msg}"
+    );
+    assert_eq!(
+        d.signaller.sent.lock().unwrap().clone(),
+        vec![(workers[0], scope_cgroup(workers[0]), libc::SIGHUP)]
+    );
+    // Not twice, not the master, not a stranger.
+    assert!(
+        d.recycle_worker(workers[0])
+            .await
+            .unwrap_err()
+            .contains("already")
+    );
+    assert!(
+        d.recycle_worker(MASTER)
+            .await
+            .unwrap_err()
+            .contains("not a managed worker")
+    );
+    assert!(
+        d.recycle_worker(MASTER + 100)
+            .await
+            .unwrap_err()
+            .contains("not a managed worker")
+    );
+    assert_eq!(d.signaller.sent.lock().unwrap().len(), 1);
+    let counts = d.shared.lock().unwrap().actions.clone();
+    assert_eq!(
+        counts.get(&(
+            "shop".into(),
+            "recycle".into(),
+            "operator".into(),
+            "done".into()
+        )),
+        Some(&1)
+    );
+}
+
+#[tokio::test]
+async fn a_paused_app_is_only_observed() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 2);
+    d.worker_tick().await;
+    d.pause("shop", true).unwrap();
+    assert!(d.pause("nope", true).is_err());
+    h.scope_memory(&scope_cgroup(workers[0]), 350 * MB);
+    d.worker_tick().await;
+    assert!(d.signaller.sent.lock().unwrap().is_empty());
+    assert!(d.shared.lock().unwrap().status.apps[0].paused);
+    let events = d.shared.lock().unwrap().events.recent(5);
+    assert_eq!(events.last().map(|e| e.outcome.as_str()), Some("observed"));
+    // Limits stay on the scopes while paused.
+    let dir = h
+        .paths()
+        .cgroup()
+        .join(scope_cgroup(workers[0]).trim_start_matches('/'));
+    assert_eq!(
+        fs::read_to_string(dir.join("memory.max")).unwrap(),
+        (400 * MB).to_string()
+    );
+    d.pause("shop", false).unwrap();
+    // Resumed: the decision is taken again and carried out, for the
+    // biggest first (one at a time for two workers).
+    h.scope_memory(&scope_cgroup(workers[1]), 360 * MB);
+    d.worker_tick().await;
+    let sent = d.signaller.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        vec![(workers[1], scope_cgroup(workers[1]), libc::SIGHUP)]
+    );
+}
+
+#[tokio::test]
+async fn many_workers_are_placed_with_bounded_calls_in_flight() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    shop(&h, &d, 200);
+    d.worker_tick().await;
+    assert_eq!(d.apps["shop"].workers.len(), 200);
+    let max = d.systemd.state.lock().unwrap().max_in_flight;
+    assert!(max > 1, "placements run concurrently ({max})");
+    assert!(
+        max <= 32,
+        "{max} StartTransientUnit calls in flight at once"
+    );
+}

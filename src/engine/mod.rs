@@ -148,6 +148,7 @@ pub struct Decision {
 pub enum Cause {
     SoftLimit,
     Host,
+    Operator,
 }
 
 /// A recycle asked for and not finished yet.
@@ -203,6 +204,11 @@ impl EngineState {
 /// [`EngineState::forget`] for any that could not be.
 pub fn decide(policy: &Policy, snap: &Snapshot, state: &mut EngineState) -> Vec<Decision> {
     state.prune(snap);
+    // Decisions only logged (observe mode, a paused app) are forgotten
+    // once the app enforces again, so they are taken again and carried out.
+    state
+        .pending
+        .retain(|w, p| !(p.observed && mode_of(policy, &w.app) == Mode::Enforce));
     let mut out = Vec::new();
     memory::escalate_overdue(policy, snap, state, &mut out);
     memory::host_bounds(policy, snap, state, &mut out);

@@ -34,9 +34,28 @@ pub enum Reason {
     BelowMinimum { workers: u32, min: u32 },
     /// More idle workers than the policy wants spare.
     IdleSurplus { idle: u32, spare: u32, queued: u32 },
+    /// An operator asked for it (over D-Bus, root only).
+    Operator,
     /// A frozen worker was found busy (it took a connection while being
     /// parked): it is thawed at once.
     BusyWhileFrozen,
+}
+
+impl Reason {
+    /// A stable name for metrics labels and filters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reason::SoftLimit { .. } => "soft-limit",
+            Reason::HostAboveLower { .. } => "host-above-lower",
+            Reason::HostAboveUpper { .. } => "host-above-upper",
+            Reason::RecycleTimedOut { .. } => "recycle-timed-out",
+            Reason::BacklogBuilding { .. } => "backlog-building",
+            Reason::BelowMinimum { .. } => "below-minimum",
+            Reason::IdleSurplus { .. } => "idle-surplus",
+            Reason::BusyWhileFrozen => "busy-while-frozen",
+            Reason::Operator => "operator",
+        }
+    }
 }
 
 fn pct(f: f64) -> String {
@@ -100,6 +119,7 @@ impl fmt::Display for Reason {
                 "{idle} idle workers with {queued} queued connections (keep {spare} spare)"
             ),
             Reason::BusyWhileFrozen => write!(f, "the worker was busy when frozen"),
+            Reason::Operator => write!(f, "asked for by an operator"),
         }
     }
 }

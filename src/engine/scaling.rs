@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{Action, AppSample, Decision, EngineState, Reason, Snapshot, WorkerRef};
-use crate::policy::{AppPolicy, Policy, ScaleDown, ScalingPolicy};
+use crate::policy::{AppPolicy, Policy, ScaleDown, ScalingPolicy, ServerKind};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScalingState {
@@ -147,6 +147,10 @@ fn grow(
                 worker: worker_ref(app, frozen.pid, &frozen.scope),
             },
         });
+    }
+    // uWSGI's FIFO "+" can only bring back "cheap" slots (up to processes).
+    if ap.server == ServerKind::Uwsgi {
+        count = count.min(app.stopped_slots);
     }
     count = count.min(host_room(policy, snap, app));
     (count > 0).then(|| Decision {

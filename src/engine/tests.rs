@@ -296,6 +296,8 @@ fn scaling_snap(now_ms: u64, queued: u32, idle: &[bool], frozen: &[bool]) -> Sna
     let mut s = snapshot(0, 0.3, vec![("shop", workers)]);
     s.now = Duration::from_millis(now_ms);
     s.apps[0].backlog = Some(Backlog { queued, max: 100 });
+    // uWSGI in cheaper mode: slots up to `processes` without a process.
+    s.apps[0].stopped_slots = 8;
     s
 }
 
@@ -330,6 +332,29 @@ fn backlog_grows_and_quiet_shrinks() {
     // Never below min_workers.
     let d = decide(&p, &scaling_snap(30_000, 0, &[true, true], &[]), &mut st);
     assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
+fn uwsgi_grows_only_into_cheap_slots() {
+    let p = policy(vec![scaling_app(1, 6, ScaleDown::Stop)]);
+    let mut st = EngineState::default();
+    let mut s = scaling_snap(1000, 9, &[false, false], &[]);
+    s.apps[0].stopped_slots = 0;
+    assert!(
+        decide(&p, &s, &mut st).is_empty(),
+        "no cheap slot: '+' would do nothing"
+    );
+    s.apps[0].stopped_slots = 1;
+    let mut sp = p.clone();
+    sp.apps[0].scaling.as_mut().unwrap().step_up = 3;
+    let d = decide(&sp, &s, &mut EngineState::default());
+    assert_eq!(
+        d[0].action,
+        Action::Grow {
+            app: "shop".into(),
+            count: 1
+        }
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod meminfo;
 mod pid;
 mod pressure;
 mod stacks;
+mod syscall;
 
 #[cfg(test)]
 mod real_tests;
@@ -38,6 +39,7 @@ pub use meminfo::{MemInfo, parse_meminfo};
 pub use pid::{PidStat, parse_pid_cgroup, parse_pid_stat};
 pub use pressure::{Pressure, PressureLine, PsiTrigger, parse_pressure, trigger_spec};
 pub use stacks::{Mapping, SkippedThread, StackReport, ThreadStack, parse_maps};
+pub use syscall::{SyscallState, parse_syscall};
 
 /// A file's content did not have the shape the kernel documents.
 ///

@@ -20,6 +20,9 @@ pub struct FakeState {
     pub scopes: BTreeMap<String, String>,
     /// Make the next `start_scope` fail with this job result.
     pub fail_next_start: Option<String>,
+    /// `start_scope` calls under way now, and the most at once.
+    pub in_flight: usize,
+    pub max_in_flight: usize,
 }
 
 pub struct FakeSystemd {
@@ -121,6 +124,14 @@ impl Systemd for FakeSystemd {
     }
 
     async fn start_scope(&self, spec: &ScopeSpec) -> Result<(), SystemdError> {
+        {
+            let mut st = self.lock();
+            st.in_flight += 1;
+            st.max_in_flight = st.max_in_flight.max(st.in_flight);
+        }
+        // A real call waits for systemd: let other calls start meanwhile.
+        tokio::task::yield_now().await;
+        self.lock().in_flight -= 1;
         {
             let mut st = self.lock();
             st.calls.push(format!("start {}", spec.name));

@@ -37,6 +37,7 @@ fn view() -> StatusView {
         apps: vec![
             AppView {
                 name: "shop".into(),
+                paused: false,
                 unit: "uwsgi-shop.service".into(),
                 server: "uwsgi".into(),
                 mode: Some(Mode::Enforce),
@@ -64,6 +65,7 @@ fn view() -> StatusView {
                 server: "gunicorn".into(),
                 mode: Some(Mode::Observe),
                 master_pid: None,
+                paused: false,
                 ..AppView::default()
             },
         ],
@@ -82,6 +84,7 @@ fn events() -> Vec<Event> {
             reason: format!("private memory {}M is above the soft limit 200M", 201 + i),
             mode: Mode::Enforce,
             outcome: "done".into(),
+            duration_us: 1500,
         })
         .collect()
 }
@@ -202,6 +205,17 @@ fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+#[test]
+fn a_paused_app_says_so() {
+    let mut v = view();
+    v.apps[0].paused = true;
+    let f = render_frame(&v, &[], 200, 0.0, false);
+    assert!(
+        f.contains("shop (uwsgi-shop.service, uwsgi, paused)"),
+        "{f}"
+    );
 }
 
 #[test]

@@ -116,3 +116,35 @@ wait_load() {
         fail "$name: $(json_get "$result" failures) of $(json_get "$result" requests) requests failed: $(json_get "$result" errors)"
     pass "$name: $(json_get "$result" requests) requests, 0 failed, p50 $(json_get "$result" p50_ms) ms, p99 $(json_get "$result" p99_ms) ms"
 }
+
+# start_unit_app UNIT PORT: install the sample apps and UNIT, start it, wait
+# until it answers (for apps other than lib.sh's shop and blog)
+start_unit_app() {
+    local unit=$1 port=$2
+    install -d /srv/aw-apps
+    install -m 0644 "$AW_ROOT"/apps/*.py "$AW_ROOT"/apps/*.ini /srv/aw-apps/
+    install -m 0644 "$AW_ROOT/apps/$unit" /etc/systemd/system/
+    systemctl daemon-reload
+    systemctl start "$unit" || fail_unit "$unit" "$unit did not start"
+    wait_for 60 http_ok "http://127.0.0.1:$port/" || fail_unit "$unit" "$unit does not answer on port $port"
+    pass "$unit is up on port $port"
+}
+
+# running_workers MASTER_PID: worker processes (uWSGI cheap slots have none)
+running_workers() { pgrep -P "$1" | wc -l; }
+
+# frozen_scopes APP: worker scopes whose cgroup is frozen
+frozen_scopes() {
+    local n=0 f
+    for f in /sys/fs/cgroup/aw.slice/aw-"$1".slice/aw-"$1"-*.scope/cgroup.events; do
+        [ -e "$f" ] || continue
+        grep -q '^frozen 1' "$f" && n=$((n + 1))
+    done
+    echo "$n"
+}
+
+# durations_us FIELD=VALUE...: DURATION_US of matching journal entries
+durations_us() {
+    journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o json --no-pager "$@" |
+        python3 -c 'import json,sys; [print(json.loads(l).get("DURATION_US", "")) for l in sys.stdin]'
+}
