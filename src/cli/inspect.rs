@@ -361,11 +361,11 @@ pub fn render(r: &Report) -> String {
 fn render_process(out: &mut String, p: &ProcessReport) {
     let _ = writeln!(
         out,
-        "\nPID {} ({}, {}): {} threads; stacks reserve {}, resident {}, guard {}; default thread stack {}",
+        "\nPID {} ({}, {}): {}; stacks reserve {}, resident {}, guard {}; default thread stack {}",
         p.pid,
         p.comm,
         p.role,
-        p.threads,
+        plural(p.threads, "thread"),
         human_size(p.reserved_bytes),
         human_size(p.resident_bytes),
         human_size(p.guard_bytes),

@@ -225,11 +225,11 @@ def start():
     time.sleep(0.2)
 if len(sys.argv) > 1 and os.fork() == 0:
     start()
-    print("child", os.getpid(), flush=True)
+    os.write(1, b"child %d\n" % os.getpid())
     time.sleep(60)
     os._exit(0)
 start()
-print("main", os.getpid(), flush=True)
+os.write(1, b"main %d\n" % os.getpid())
 time.sleep(60)
 "#;
 
@@ -314,7 +314,11 @@ fn real_master_and_its_child() {
     let Some((_helpers, pids)) = spawn_helper(true) else {
         return;
     };
-    let main = pids.iter().find(|(w, _)| w == "main").unwrap().1;
+    let main = pids
+        .iter()
+        .find(|(w, _)| w == "main")
+        .unwrap_or_else(|| panic!("{pids:?}"))
+        .1;
     let child = pids.iter().find(|(w, _)| w == "child").unwrap().1;
     let report = inspect_pid(&ProcFs::new(&HostPaths::system()), main).expect("inspects");
     let roles: Vec<(u32, &str)> = report
