@@ -124,7 +124,7 @@ async fn top_once_and_inspect_app_through_the_bus() {
         String::from_utf8_lossy(&top.stderr)
     );
     assert!(
-        text.contains("host memory [") && text.contains("75.0% of 8.00G"),
+        text.contains("host memory [") && text.contains("75.0% of 8G"),
         "{text}"
     );
     assert!(

@@ -315,7 +315,7 @@ pub async fn run(target: &str, json: bool) -> anyhow::Result<ExitCode> {
 
 /// An app's master and workers, as the daemon knows them.
 async fn inspect_app(procfs: &ProcFs, name: &str) -> anyhow::Result<Report> {
-    let view = super::top::fetch_status().await?;
+    let view = super::client::fetch_status().await?;
     let Some(app) = view.apps.iter().find(|a| a.name == name) else {
         let known: Vec<&str> = view.apps.iter().map(|a| a.name.as_str()).collect();
         bail!(

@@ -1,6 +1,7 @@
 //! Subcommands and their output.
 
 mod check;
+mod client;
 mod import;
 mod inspect;
 mod status;

@@ -13,11 +13,11 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use rustix::termios::{self, OptionalActions, Termios};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
+use super::client::{connect, events_of, status_of};
 use crate::daemon::bus::Daemon1Proxy;
 use crate::daemon::report::{AppView, Event, StatusView, WorkerView, now_epoch};
 use crate::policy::Mode;
@@ -26,41 +26,6 @@ use crate::policy::values::human_size;
 /// Events shown under the apps.
 const EVENTS_SHOWN: u32 = 8;
 const BAR: usize = 24;
-
-/// A one-line error: the daemon is not there, or the bus is not.
-fn unreachable_daemon(e: zbus::Error) -> anyhow::Error {
-    let text = e.to_string();
-    if text.contains("ServiceUnknown") || text.contains("was not provided") {
-        anyhow!(
-            "the daemon is not running (nothing owns org.adaptiveworkers.Daemon on the system bus); \
-             start it with: systemctl start adaptive-workers"
-        )
-    } else {
-        anyhow!("cannot ask the daemon: {text}")
-    }
-}
-
-async fn connect() -> anyhow::Result<Daemon1Proxy<'static>> {
-    let conn = zbus::Connection::system()
-        .await
-        .map_err(|e| anyhow!("cannot reach the daemon: no system bus ({e})"))?;
-    Daemon1Proxy::new(&conn).await.map_err(unreachable_daemon)
-}
-
-async fn status_of(proxy: &Daemon1Proxy<'_>) -> anyhow::Result<StatusView> {
-    let text = proxy.status().await.map_err(unreachable_daemon)?;
-    serde_json::from_str(&text).map_err(|e| anyhow!("the daemon's answer is not status JSON: {e}"))
-}
-
-async fn events_of(proxy: &Daemon1Proxy<'_>, max: u32) -> anyhow::Result<Vec<Event>> {
-    let text = proxy.events(max).await.map_err(unreachable_daemon)?;
-    serde_json::from_str(&text).map_err(|e| anyhow!("the daemon's answer is not events JSON: {e}"))
-}
-
-/// The daemon's status, for other subcommands.
-pub(super) async fn fetch_status() -> anyhow::Result<StatusView> {
-    status_of(&connect().await?).await
-}
 
 pub async fn run(interval: Duration, once: bool) -> anyhow::Result<ExitCode> {
     let proxy = connect().await?;

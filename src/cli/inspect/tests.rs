@@ -156,13 +156,13 @@ fn renders_a_table_and_the_recommendation() {
         text.contains("PID 4242 (uwsgi, worker): 51 threads; stacks reserve 392M"),
         "{text}"
     );
-    assert!(text.contains("default thread stack 8.00M"), "{text}");
+    assert!(text.contains("default thread stack 8M"), "{text}");
     let row = text
         .lines()
         .find(|l| l.trim_start().starts_with("101 "))
         .unwrap();
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(cols, ["101", "default", "8.00M", "4.00K", "4.00K"]);
+    assert_eq!(cols, ["101", "default", "8M", "4K", "4K"]);
     let main = text
         .lines()
         .find(|l| l.trim_start().starts_with("100 "))
@@ -175,7 +175,7 @@ fn renders_a_table_and_the_recommendation() {
     assert!(text.contains("threads-stacksize = 128"), "{text}");
     assert!(text.contains("LimitSTACK=1M"), "{text}");
     assert!(
-        text.contains("49 threads reserve the default 8.00M stack"),
+        text.contains("49 threads reserve the default 8M stack"),
         "{text}"
     );
     assert!(text.contains("no recommendation"), "{text}");
@@ -306,7 +306,7 @@ fn real_process_with_known_stack_sizes() {
     check_threads(&report.processes[0]);
     let text = render(&report);
     assert!(text.contains("  custom        256K"), "{text}");
-    assert!(text.contains("  default      4.00M"), "{text}");
+    assert!(text.contains("  default         4M"), "{text}");
 }
 
 #[test]

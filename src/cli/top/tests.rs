@@ -97,10 +97,7 @@ fn frame() -> String {
 fn host_line_has_a_bar_with_both_bounds() {
     let f = frame();
     let host = f.lines().find(|l| l.starts_with("host memory")).unwrap();
-    assert!(
-        host.contains("75.0% of 8.00G, bounds 85.0% / 95.0%"),
-        "{host}"
-    );
+    assert!(host.contains("75.0% of 8G, bounds 85.0% / 95.0%"), "{host}");
     let bar = &host[host.find('[').unwrap()..=host.find(']').unwrap()];
     assert_eq!(bar.len(), 2 * BAR + 2);
     assert_eq!(bar.matches('|').count(), 2, "{bar}");
