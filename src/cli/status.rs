@@ -160,6 +160,19 @@ fn render_app(out: &mut String, a: &AppView) {
         );
     }
     let _ = writeln!(out, "{line}");
+    if a.paused {
+        let _ = writeln!(
+            out,
+            "  paused: decisions are logged, not carried out (adaptive-workers resume {})",
+            a.name
+        );
+    }
+    if let Some(why) = &a.freeze_refused {
+        let _ = writeln!(
+            out,
+            "  freeze refused, idle workers are stopped instead: {why}"
+        );
+    }
     if a.workers.is_empty() {
         return;
     }

@@ -38,6 +38,7 @@ fn view() -> StatusView {
             AppView {
                 name: "shop".into(),
                 paused: false,
+                freeze_refused: None,
                 unit: "uwsgi-shop.service".into(),
                 server: "uwsgi".into(),
                 mode: Some(Mode::Enforce),
