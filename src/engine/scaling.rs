@@ -23,6 +23,31 @@ pub struct ScalingState {
     pub last_down: Option<Duration>,
     /// Since when the app has been quiet enough to shrink, without a break.
     pub quiet_since: Option<Duration>,
+    /// The backlog averaged over about a second, and when it was updated.
+    pub queue_avg: f64,
+    pub avg_at: Option<Duration>,
+}
+
+/// Time constant of the averaged backlog that shrinking looks at.
+const QUEUE_AVG_TAU: f64 = 1.0;
+
+impl ScalingState {
+    /// An exponential moving average of the accept queue. Under light load
+    /// a connection sits in the queue for a few milliseconds before an idle
+    /// worker takes it; one such sample must not count as load. Growth
+    /// still reacts to the instant value.
+    fn average(&mut self, now: Duration, queued: u32) {
+        let q = f64::from(queued);
+        self.queue_avg = match self.avg_at {
+            None => q,
+            Some(t) => {
+                let dt = now.saturating_sub(t).as_secs_f64();
+                let a = 1.0 - (-dt / QUEUE_AVG_TAU).exp();
+                self.queue_avg + a * (q - self.queue_avg)
+            }
+        };
+        self.avg_at = Some(now);
+    }
 }
 
 impl ScalingState {
@@ -57,6 +82,9 @@ pub(super) fn decide(
             continue;
         };
         let st = state.scaling.entry(app.name.clone()).or_default();
+        if let Some(b) = app.backlog {
+            st.average(snap.now, b.queued);
+        }
         if let Some(d) = thaw_busy_frozen(ap, app) {
             out.push(d);
             continue;
@@ -184,7 +212,8 @@ fn shrink(
         .filter(|w| !w.frozen && w.idle == Some(true))
         .collect();
     let idle_n = idle.len() as u32;
-    if backlog.queued > sp.shrink_backlog || idle_n <= sp.spare_idle || n <= sp.min_workers {
+    let busy_queue = st.queue_avg > f64::from(sp.shrink_backlog) + 0.5;
+    if busy_queue || idle_n <= sp.spare_idle || n <= sp.min_workers {
         st.quiet_since = None;
         return None;
     }

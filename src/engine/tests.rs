@@ -363,6 +363,36 @@ fn quiet_must_last_the_cool_down_even_right_after_start() {
 }
 
 #[test]
+fn a_connection_caught_in_the_queue_now_and_then_is_still_quiet() {
+    let p = policy(vec![scaling_app(2, 6, ScaleDown::Stop)]);
+    let mut st = EngineState::default();
+    let quiet = [true, true, true];
+    let mut shrunk_at = None;
+    // 10 samples a second; every 17th catches one connection being accepted.
+    for i in 0..200u64 {
+        let queued = u32::from(i % 17 == 0);
+        let d = decide(&p, &scaling_snap(i * 100, queued, &quiet, &[]), &mut st);
+        if d.iter().any(|d| matches!(d.action, Action::Shrink { .. })) {
+            shrunk_at.get_or_insert(i * 100);
+        }
+    }
+    let at = shrunk_at.expect("light traffic must not keep the app from shrinking");
+    assert!(
+        (10_000..12_000).contains(&at),
+        "shrunk at {at} ms, the cool-down is 10 s"
+    );
+    // A queue that stays is load: never quiet.
+    let mut st = EngineState::default();
+    for i in 0..200u64 {
+        let d = decide(&p, &scaling_snap(i * 100, 1, &quiet, &[]), &mut st);
+        assert!(
+            d.iter().all(|d| !matches!(d.action, Action::Shrink { .. })),
+            "{d:?}"
+        );
+    }
+}
+
+#[test]
 fn tiny_workers_are_not_worth_a_host_kill() {
     // Host at 97% because of something else; the only workers are fresh
     // respawns (old enough, but holding almost nothing).

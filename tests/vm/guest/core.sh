@@ -33,8 +33,15 @@ aw_restart() {
 # cgroup_of PID: the process's cgroup v2 path
 cgroup_of() { sed -n 's/^0:://p' "/proc/$1/cgroup"; }
 
+# esc APP: the app's name as it appears in unit names (a dash would make
+# systemd nest the slice one level deeper, so it is escaped: \x2d)
+esc() { systemd-escape "$1"; }
+
+# slice_dir APP: the app slice's cgroup directory
+slice_dir() { echo "/sys/fs/cgroup/aw.slice/aw-$(esc "$1").slice"; }
+
 # scope_cgroup APP PID: where the daemon puts that worker
-scope_cgroup() { echo "/aw.slice/aw-$1.slice/aw-$1-$2.scope"; }
+scope_cgroup() { echo "/aw.slice/aw-$(esc "$1").slice/aw-$(esc "$1")-$2.scope"; }
 
 # in_own_scope APP PID
 in_own_scope() { [ "$(cgroup_of "$2")" = "$(scope_cgroup "$1" "$2")" ]; }
@@ -65,7 +72,7 @@ scope_file() { cat "/sys/fs/cgroup$(scope_cgroup "$1" "$2")/$3"; }
 
 # scope_count APP: worker scopes that exist for the app
 scope_count() {
-    find "/sys/fs/cgroup/aw.slice/aw-$1.slice" -maxdepth 1 -name "aw-$1-*.scope" 2>/dev/null | wc -l
+    find "$(slice_dir "$1")" -maxdepth 1 -name "aw-*.scope" 2>/dev/null | wc -l
 }
 
 # journal_count FIELD=VALUE...: daemon journal entries since the scenario
@@ -147,7 +154,7 @@ running_workers() { pgrep -P "$1" | wc -l; }
 # frozen_scopes APP: worker scopes whose cgroup is frozen
 frozen_scopes() {
     local n=0 f
-    for f in /sys/fs/cgroup/aw.slice/aw-"$1".slice/aw-"$1"-*.scope/cgroup.events; do
+    for f in "$(slice_dir "$1")"/aw-*.scope/cgroup.events; do
         [ -e "$f" ] || continue
         grep -q '^frozen 1' "$f" && n=$((n + 1))
     done
