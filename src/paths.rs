@@ -84,13 +84,19 @@ mod tests {
     fn resolve_joins_under_root() {
         let p = HostPaths::new("/tmp/x");
         assert_eq!(p.cgroup(), PathBuf::from("/tmp/x/sys/fs/cgroup"));
-        assert_eq!(p.resolve("/run/app/stats.sock"), PathBuf::from("/tmp/x/run/app/stats.sock"));
+        assert_eq!(
+            p.resolve("/run/app/stats.sock"),
+            PathBuf::from("/tmp/x/run/app/stats.sock")
+        );
     }
 
     #[test]
     fn resolve_cannot_climb_out_of_root() {
         let p = HostPaths::new("/tmp/x");
-        assert_eq!(p.resolve("/../../etc/shadow"), PathBuf::from("/tmp/x/etc/shadow"));
+        assert_eq!(
+            p.resolve("/../../etc/shadow"),
+            PathBuf::from("/tmp/x/etc/shadow")
+        );
     }
 
     #[test]
