@@ -1,0 +1,234 @@
+//! `status`, `events` and `reload`: talk to the running daemon over D-Bus.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+
+use crate::daemon::bus::Daemon1Proxy;
+use crate::daemon::report::{AppView, Event, StatusView, WorkerView};
+use crate::policy::Mode;
+use crate::policy::values::human_size;
+
+async fn proxy() -> anyhow::Result<Daemon1Proxy<'static>> {
+    let conn = zbus::Connection::system()
+        .await
+        .context("failed to connect to the system bus")?;
+    Ok(Daemon1Proxy::new(&conn).await?)
+}
+
+fn not_running(e: zbus::Error) -> anyhow::Error {
+    let text = e.to_string();
+    if text.contains("ServiceUnknown") || text.contains("was not provided") {
+        anyhow!(
+            "the daemon is not running (nothing owns org.adaptiveworkers.Daemon on the system bus); \
+             start it with: systemctl start adaptive-workers"
+        )
+    } else {
+        anyhow!(e).context("failed to ask the daemon")
+    }
+}
+
+pub async fn status(json: bool) -> anyhow::Result<ExitCode> {
+    let text = proxy().await?.status().await.map_err(not_running)?;
+    if json {
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let view: StatusView =
+        serde_json::from_str(&text).context("the daemon's answer is not status JSON")?;
+    print!("{}", render(&view));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn events(max: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let text = proxy().await?.events(max).await.map_err(not_running)?;
+    if json {
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let events: Vec<Event> =
+        serde_json::from_str(&text).context("the daemon's answer is not events JSON")?;
+    if events.is_empty() {
+        println!("no decisions yet");
+    }
+    for e in events {
+        println!("{}", render_event(&e));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The changing requests; root only (the bus refuses everyone else).
+pub enum Act {
+    Reload,
+    Recycle(u32),
+    Pause(String, bool),
+}
+
+pub async fn act(what: Act) -> anyhow::Result<ExitCode> {
+    let p = proxy().await?;
+    let answer = match &what {
+        Act::Reload => p.reload().await,
+        Act::Recycle(pid) => p.recycle_worker(*pid).await,
+        Act::Pause(app, true) => p.pause_app(app).await,
+        Act::Pause(app, false) => p.resume_app(app).await,
+    };
+    match answer {
+        Ok(msg) => {
+            println!("{msg}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(zbus::Error::MethodError(name, msg, _)) if name.as_str().ends_with("AccessDenied") => {
+            eprintln!(
+                "adaptive-workers: permission denied: only root may change the daemon ({})",
+                msg.unwrap_or_default()
+            );
+            Ok(ExitCode::from(4))
+        }
+        Err(zbus::Error::MethodError(_, Some(msg), _)) => {
+            eprintln!("{msg}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(not_running(e)),
+    }
+}
+
+fn pct(f: f64) -> String {
+    format!("{:.1}%", f * 100.0)
+}
+
+fn mode(m: Option<Mode>) -> &'static str {
+    match m {
+        Some(Mode::Observe) => "observe",
+        _ => "enforce",
+    }
+}
+
+fn age(seconds: f64) -> String {
+    let s = seconds as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+fn opt_size(v: Option<u64>) -> String {
+    v.map_or("-".into(), human_size)
+}
+
+pub fn render(v: &StatusView) -> String {
+    let mut out = String::new();
+    let h = &v.host;
+    let _ = writeln!(out, "adaptive-workers {}, mode {}", v.version, mode(v.mode));
+    let _ = writeln!(
+        out,
+        "host memory {} used of {} (lower bound {}, upper bound {}), PSI memory some {:.2} full {:.2}",
+        pct(h.utilisation),
+        human_size(h.mem_total),
+        pct(h.lower_bound),
+        pct(h.upper_bound),
+        h.psi_some_avg10,
+        h.psi_full_avg10
+    );
+    for p in &v.problems {
+        let _ = writeln!(out, "problem: {p}");
+    }
+    if v.apps.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nno apps: add a policy to /etc/adaptive-workers/policies.d/ and run systemctl reload adaptive-workers"
+        );
+    }
+    for app in &v.apps {
+        render_app(&mut out, app);
+    }
+    out
+}
+
+fn render_app(out: &mut String, a: &AppView) {
+    let limit = |l: Option<u64>| l.map_or("none".into(), human_size);
+    let master = a
+        .master_pid
+        .map_or("not running".into(), |p| format!("master {p}"));
+    let _ = writeln!(
+        out,
+        "\n{} ({}, {}, {}): {master}, soft limit {}, hard limit {}",
+        a.name,
+        a.unit,
+        a.server,
+        mode(a.mode),
+        limit(a.soft_limit),
+        limit(a.hard_limit)
+    );
+    let c = &a.counters;
+    let mut line = format!(
+        "  {} workers; recycles {}, kills {}, oom-kills {}, placed {}, adopted {}",
+        a.workers.len(),
+        c.recycles,
+        c.kills,
+        c.oom_kills,
+        c.placed,
+        c.adopted
+    );
+    if let (Some(q), Some(m)) = (a.backlog, a.backlog_max) {
+        let _ = write!(line, "; backlog {q}/{m}");
+    }
+    if c.grows + c.shrinks + c.freezes + c.thaws > 0 || a.stopped_slots > 0 {
+        let _ = write!(
+            line,
+            "; grows {}, shrinks {}, freezes {}, thaws {}, stopped slots {}",
+            c.grows, c.shrinks, c.freezes, c.thaws, a.stopped_slots
+        );
+    }
+    let _ = writeln!(out, "{line}");
+    if a.workers.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {:<8} {:<32} {:>9} {:>9} {:>9} {:<10} {:>7}",
+        "PID", "SCOPE", "PRIVATE", "ANON", "FILE", "STATE", "AGE"
+    );
+    for w in &a.workers {
+        let _ = writeln!(out, "{}", render_worker(w));
+    }
+}
+
+fn render_worker(w: &WorkerView) -> String {
+    let mut flags = String::new();
+    if w.memory_high_events > 0 {
+        let _ = write!(flags, " high×{}", w.memory_high_events);
+    }
+    if w.adopted {
+        flags += " adopted";
+    }
+    format!(
+        "  {:<8} {:<32} {:>9} {:>9} {:>9} {:<10} {:>7}{flags}",
+        w.pid,
+        w.scope,
+        opt_size(w.private_bytes),
+        opt_size(w.anon_bytes),
+        opt_size(w.file_bytes),
+        w.state,
+        age(w.age_seconds)
+    )
+}
+
+fn render_event(e: &Event) -> String {
+    let t = e.time as i64;
+    let (h, m, s) = ((t / 3600) % 24, (t / 60) % 60, t % 60);
+    let who = e
+        .worker_pid
+        .map_or(String::new(), |p| format!(" worker {p}"));
+    let observed = if e.mode == Mode::Observe {
+        " (observe mode)"
+    } else {
+        ""
+    };
+    format!(
+        "{h:02}:{m:02}:{s:02} UTC  {:<9} {}{who}{observed}: {} [{}]",
+        e.action, e.app, e.reason, e.outcome
+    )
+}

@@ -1,0 +1,289 @@
+//! Carrying out the engine's decisions, safely.
+//!
+//! Graceful recycles go to one worker through a verified pidfd; kills,
+//! freezes and thaws go to the worker's scope through systemd; worker
+//! counts change through the app server (uWSGI's FIFO, or a signal to the
+//! master through systemd, which tracks the service's main PID). A
+//! decision in observe mode is logged and nothing else.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use super::Daemon;
+use super::report;
+use super::signal::{SignalError, Signaller};
+use crate::adapter::{ScaleMechanism, uwsgi};
+use crate::engine::{self, Action, Decision, WorkerRef};
+use crate::policy::Mode;
+use crate::systemd::{KillWhom, Systemd};
+
+/// Signals to the same master are spaced so the kernel does not merge two
+/// pending ones into one.
+const SIGNAL_SPACING: Duration = Duration::from_millis(20);
+
+impl<S: Systemd, K: Signaller> Daemon<S, K> {
+    pub(super) async fn decide_and_act(&mut self) {
+        let Some(snap) = self.snapshot() else {
+            return;
+        };
+        let policy = effective_policy(&self.policy, &self.paused);
+        let mut queue: VecDeque<Decision> = engine::decide(&policy, &snap, &mut self.engine).into();
+        while let Some(d) = queue.pop_front() {
+            queue.extend(self.act(d).await);
+        }
+    }
+
+    /// An operator's request to recycle one worker (D-Bus, root only).
+    pub async fn recycle_worker(&mut self, pid: u32) -> Result<String, String> {
+        let (name, scope) = self
+            .apps
+            .iter()
+            .find_map(|(n, a)| a.workers.get(&pid).map(|w| (n.clone(), w.scope.clone())))
+            .ok_or_else(|| format!("process {pid} is not a managed worker"))?;
+        let worker = WorkerRef {
+            app: name.clone(),
+            pid,
+            scope,
+        };
+        if self.engine.is_busy(&worker) {
+            return Err(format!("worker {pid} is already being recycled"));
+        }
+        let mode = effective_policy(&self.policy, &self.paused)
+            .app(&name)
+            .map_or(Mode::Enforce, |a| a.mode);
+        self.engine.pending.insert(
+            worker.clone(),
+            engine::Pending {
+                since: self.now(),
+                cause: engine::Cause::Operator,
+                observed: mode == Mode::Observe,
+            },
+        );
+        let d = Decision {
+            action: Action::Recycle { worker },
+            reason: engine::Reason::Operator,
+            mode,
+        };
+        self.act(d).await;
+        let last = self
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .events
+            .recent(1);
+        match last.first().map(|e| e.outcome.as_str()) {
+            Some("done") => Ok(format!("recycling worker {pid} of {name}")),
+            Some("observed") => Ok(format!(
+                "{name} is in observe mode or paused: worker {pid} was not recycled"
+            )),
+            Some(other) => Err(format!("worker {pid}: {other}")),
+            None => Err("nothing happened".into()),
+        }
+    }
+
+    /// Pauses or resumes acting on an app.
+    pub fn pause(&mut self, app: &str, pause: bool) -> Result<String, String> {
+        if !self.apps.contains_key(app) {
+            return Err(format!("no app {app:?} is managed"));
+        }
+        let changed = if pause {
+            self.paused.insert(app.to_owned())
+        } else {
+            self.paused.remove(app)
+        };
+        let what = if pause {
+            "paused: decisions are logged, not carried out"
+        } else {
+            "resumed"
+        };
+        if changed {
+            tracing::info!(
+                app,
+                action = if pause { "pause" } else { "resume" },
+                "{app} {what}"
+            );
+        }
+        self.publish();
+        Ok(format!("{app} {what}"))
+    }
+
+    /// Carries out (or logs) one decision; returns a follow-up decision
+    /// when what was done needs undoing at once.
+    async fn act(&mut self, d: Decision) -> Option<Decision> {
+        let private = d.action.worker().and_then(|w| {
+            self.apps
+                .get(&w.app)?
+                .workers
+                .get(&w.pid)?
+                .memory
+                .as_ref()
+                .map(|m| m.current)
+        });
+        let started = std::time::Instant::now();
+        let outcome = match d.mode {
+            Mode::Observe => "observed".to_owned(),
+            Mode::Enforce => match self.carry_out(&d.action).await {
+                Ok(()) => {
+                    self.count(&d.action);
+                    "done".to_owned()
+                }
+                Err(e) => {
+                    if let Some(w) = d.action.worker() {
+                        self.engine.forget(w);
+                    }
+                    e
+                }
+            },
+        };
+        let event = report::decision(&d, private, &outcome, started.elapsed());
+        let counted = match outcome.as_str() {
+            "done" | "observed" => outcome.clone(),
+            _ => "failed".into(),
+        };
+        let key = (
+            d.action.app().to_owned(),
+            d.action.name().to_owned(),
+            d.reason.kind().to_owned(),
+            counted,
+        );
+        {
+            let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            shared.events.push(event);
+            *shared.actions.entry(key).or_default() += 1;
+        }
+        match (&d.action, outcome.as_str()) {
+            (Action::Freeze { worker }, "done") => self.busy_when_frozen(worker, d.mode),
+            _ => None,
+        }
+    }
+
+    /// A worker that took a connection just as it was frozen would keep
+    /// that client waiting. A frozen task still shows the system call it
+    /// was interrupted in: an idle worker was waiting in accept, epoll,
+    /// poll or select; anything else means it was serving.
+    fn busy_when_frozen(&self, worker: &WorkerRef, mode: Mode) -> Option<Decision> {
+        let state = self.procfs.pid_syscall(worker.pid).ok()?;
+        tracing::debug!(worker_pid = worker.pid, "frozen in {state:?}");
+        (!state.is_waiting()).then(|| Decision {
+            action: Action::Thaw {
+                worker: worker.clone(),
+            },
+            reason: engine::Reason::BusyWhileFrozen,
+            mode,
+        })
+    }
+
+    fn count(&mut self, action: &Action) {
+        let Some(app) = self.apps.get_mut(action.app()) else {
+            return;
+        };
+        let c = &mut app.counters;
+        match action {
+            Action::Recycle { .. } => c.recycles += 1,
+            Action::Kill { .. } => c.kills += 1,
+            Action::Grow { .. } => c.grows += 1,
+            Action::Shrink { .. } => c.shrinks += 1,
+            Action::Freeze { .. } => c.freezes += 1,
+            Action::Thaw { .. } => c.thaws += 1,
+        }
+    }
+
+    /// The worker as the daemon knows it: the engine only names workers
+    /// from the snapshot, but the model is the authority on its scope.
+    fn known(&mut self, w: &WorkerRef) -> Result<&mut super::model::Worker, String> {
+        self.apps
+            .get_mut(&w.app)
+            .and_then(|a| a.workers.get_mut(&w.pid))
+            .filter(|known| known.scope == w.scope)
+            .ok_or_else(|| format!("worker {} is no longer managed", w.pid))
+    }
+
+    async fn carry_out(&mut self, action: &Action) -> Result<(), String> {
+        match action {
+            Action::Recycle { worker } => {
+                let signal = self.apps[&worker.app].adapter.recycle_signal();
+                let cgroup = self.known(worker)?.cgroup.clone();
+                match self.signaller.signal_in_cgroup(worker.pid, &cgroup, signal) {
+                    Ok(()) => {
+                        self.known(worker)?.leaving = Some("recycling");
+                        Ok(())
+                    }
+                    Err(e @ SignalError::Gone { .. }) => Err(e.to_string()),
+                    Err(e) => Err(format!("refused: {e}")),
+                }
+            }
+            Action::Kill { worker } => {
+                self.known(worker)?;
+                self.systemd
+                    .kill(&worker.scope, KillWhom::All, libc::SIGKILL)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.known(worker)?.leaving = Some("killed");
+                Ok(())
+            }
+            Action::Freeze { worker } => {
+                self.known(worker)?;
+                self.systemd
+                    .freeze(&worker.scope)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.known(worker)?.frozen = true;
+                Ok(())
+            }
+            Action::Thaw { worker } => {
+                self.known(worker)?;
+                self.systemd
+                    .thaw(&worker.scope)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.known(worker)?.frozen = false;
+                Ok(())
+            }
+            Action::Grow { app, count } => self.scale(app, *count, true).await,
+            Action::Shrink { app, count } => self.scale(app, *count, false).await,
+        }
+    }
+
+    async fn scale(&mut self, name: &str, count: u32, up: bool) -> Result<(), String> {
+        let app = self.apps.get(name).ok_or("app is no longer managed")?;
+        let mechanism = if up {
+            app.adapter.grow()
+        } else {
+            app.adapter.shrink()
+        };
+        match mechanism {
+            ScaleMechanism::Fifo { path, command } => {
+                uwsgi::write_fifo(&path, command, count).map_err(|e| e.to_string())
+            }
+            ScaleMechanism::SignalMaster { signal } => {
+                let unit = app.policy.unit.clone();
+                for i in 0..count {
+                    if i > 0 {
+                        tokio::time::sleep(SIGNAL_SPACING).await;
+                    }
+                    self.systemd
+                        .kill(&unit, KillWhom::Main, signal)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }
+            ScaleMechanism::Unsupported { why } => Err(why.to_owned()),
+        }
+    }
+}
+
+/// The policy the engine sees: paused apps act as in observe mode.
+fn effective_policy<'a>(
+    policy: &'a crate::policy::Policy,
+    paused: &std::collections::BTreeSet<String>,
+) -> std::borrow::Cow<'a, crate::policy::Policy> {
+    if paused.is_empty() {
+        return std::borrow::Cow::Borrowed(policy);
+    }
+    let mut p = policy.clone();
+    for app in p.apps.iter_mut().filter(|a| paused.contains(&a.name)) {
+        app.mode = Mode::Observe;
+    }
+    std::borrow::Cow::Owned(p)
+}

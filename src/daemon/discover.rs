@@ -1,0 +1,343 @@
+//! Finding workers and putting each in its own scope.
+//!
+//! A worker is a child of the service's main process that still sits in
+//! the service's cgroup: respawned workers are born there and must be
+//! moved, fast (every millisecond there is memory charged to the master's
+//! cgroup). With a uWSGI stats socket, only the PIDs uWSGI lists as
+//! workers count; if the stats cannot be read, nothing is placed rather
+//! than guessing. After a restart, scopes already in the app's slice are
+//! adopted, never created twice.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream;
+
+use super::Daemon;
+use super::model::Worker;
+use super::signal::Signaller;
+use crate::procfs::PidStat;
+use crate::systemd::{Systemd, escape, slice_cgroup};
+
+/// Placements in flight at once.
+const PLACE_AT_ONCE: usize = 32;
+/// A failed placement is retried after this long.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// A child the stats socket has not listed for this long is not a worker.
+const ROSTER_GRACE: Duration = Duration::from_secs(2);
+/// Repeated problems are logged at most this often.
+pub(super) const WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl<S: Systemd, K: Signaller> Daemon<S, K> {
+    /// Reads each app's MainPID and cgroup from systemd.
+    pub(super) async fn refresh_services(&mut self) {
+        for app in self.apps.values_mut() {
+            let unit = app.policy.unit.clone();
+            match self.systemd.service(&unit).await {
+                Ok(info) => {
+                    let info = info.filter(|s| {
+                        matches!(
+                            s.active_state.as_str(),
+                            "active" | "reloading" | "activating"
+                        )
+                    });
+                    let old = app.master();
+                    app.service = info;
+                    if app.master() != old {
+                        match app.master() {
+                            Some(pid) => tracing::info!(
+                                app = app.policy.name.as_str(),
+                                master_pid = pid,
+                                "{unit} runs with main PID {pid}"
+                            ),
+                            None => tracing::info!(
+                                app = app.policy.name.as_str(),
+                                "{unit} is not running"
+                            ),
+                        }
+                        app.not_workers.clear();
+                        app.retry_after.clear();
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    app = app.policy.name.as_str(),
+                    "failed to read {unit} from systemd: {e}"
+                ),
+            }
+        }
+    }
+
+    /// Children of the master still in the service cgroup, not yet placed.
+    fn candidates(&self, name: &str) -> Vec<PidStat> {
+        let Some(app) = self.apps.get(name) else {
+            return Vec::new();
+        };
+        let (Some(master), Some(service)) = (app.master(), app.service.as_ref()) else {
+            return Vec::new();
+        };
+        let procs = match self.cgroups.procs(&service.control_group) {
+            Ok(p) => p,
+            Err(e) if e.is_gone() => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(app = name, "{e}");
+                return Vec::new();
+            }
+        };
+        let now = Instant::now();
+        procs
+            .into_iter()
+            .filter(|pid| *pid != master && !app.workers.contains_key(pid))
+            .filter(|pid| app.retry_after.get(pid).is_none_or(|t| *t <= now))
+            .filter_map(|pid| self.procfs.pid_stat(pid).ok())
+            .filter(|s| s.ppid == master && !app.not_workers.contains(&(s.pid, s.starttime)))
+            .collect()
+    }
+
+    /// Finds new workers of one app and places them.
+    pub(super) async fn discover(&mut self, name: &str) {
+        let mut found = self.candidates(name);
+        if found.is_empty() {
+            return;
+        }
+        let Some(app) = self.apps.get_mut(name) else {
+            return;
+        };
+        if app.adapter.has_roster() {
+            let roster = match app.adapter.roster().await {
+                Ok(r) => r.unwrap_or_default(),
+                Err(e) => {
+                    if app.roster_warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                        tracing::warn!(app = name, "not placing new workers: {e}");
+                        app.roster_warned = Some(Instant::now());
+                    }
+                    return;
+                }
+            };
+            let ages: Vec<Duration> = found.iter().map(|s| age_of(s.starttime)).collect();
+            let mut keep = Vec::new();
+            for (stat, age) in found.into_iter().zip(ages) {
+                if roster.has(stat.pid) {
+                    keep.push(stat);
+                } else if age >= ROSTER_GRACE {
+                    tracing::debug!(app = name, pid = stat.pid, "not a worker by uWSGI's stats");
+                    app.not_workers.insert((stat.pid, stat.starttime));
+                }
+            }
+            app.roster = Some(roster);
+            found = keep;
+        }
+        self.place(name, found).await;
+    }
+
+    async fn place(&mut self, name: &str, found: Vec<PidStat>) {
+        let Some(app) = self.apps.get(name) else {
+            return;
+        };
+        let Some(master) = app.master() else {
+            return;
+        };
+        let specs: Vec<_> = found
+            .iter()
+            .map(|s| app.scope_spec(s.pid, master))
+            .collect();
+        // In flight at once: the system bus allows 128 pending calls per
+        // connection by default; 1,000 workers starting must not hit that.
+        let results: Vec<_> = stream::iter(specs.iter().map(|s| self.systemd.start_scope(s)))
+            .buffered(PLACE_AT_ONCE)
+            .collect()
+            .await;
+        for ((spec, stat), result) in specs.into_iter().zip(found).zip(results) {
+            let cgroup = self.apps[name].scope_cgroup(&spec.name);
+            match result {
+                Ok(()) => {
+                    tracing::info!(
+                        app = name,
+                        worker_pid = spec.pid,
+                        scope = spec.name.as_str(),
+                        action = "place",
+                        "placed worker {} of {name} in {}",
+                        spec.pid,
+                        spec.name
+                    );
+                    let app = self.apps.get_mut(name).expect("checked above");
+                    app.counters.placed += 1;
+                    app.workers
+                        .insert(spec.pid, new_worker(&stat, spec.name, cgroup, false));
+                }
+                Err(e) => {
+                    let gone = self
+                        .procfs
+                        .pid_stat(stat.pid)
+                        .map_or(true, |s| s.starttime != stat.starttime);
+                    let app = self.apps.get_mut(name).expect("checked above");
+                    if gone {
+                        tracing::debug!(
+                            app = name,
+                            worker_pid = stat.pid,
+                            "worker exited before placement: {e}"
+                        );
+                        continue;
+                    }
+                    app.counters.placement_failures += 1;
+                    app.retry_after
+                        .insert(stat.pid, Instant::now() + RETRY_AFTER);
+                    tracing::error!(
+                        app = name,
+                        worker_pid = stat.pid,
+                        scope = spec.name.as_str(),
+                        action = "place",
+                        "failed to place worker {}: {e}; retrying in {RETRY_AFTER:?}",
+                        stat.pid
+                    );
+                }
+            }
+        }
+    }
+
+    /// Takes over workers already in scopes of the app's slice (after a
+    /// daemon restart), and brings their limits in line with the policy.
+    pub(super) async fn adopt(&mut self, name: &str) {
+        let Some(app) = self.apps.get(name) else {
+            return;
+        };
+        let Some(master) = app.master() else {
+            return;
+        };
+        let slice = slice_cgroup(name);
+        let Ok(children) = self.cgroups.children(&slice) else {
+            return;
+        };
+        let prefix = format!("aw-{}-", escape(name));
+        let mut adopted = Vec::new();
+        for scope in children
+            .iter()
+            .filter(|c| c.starts_with(&prefix) && c.ends_with(".scope"))
+        {
+            let cgroup = format!("{slice}/{scope}");
+            for pid in self.cgroups.procs(&cgroup).unwrap_or_default() {
+                if app.workers.contains_key(&pid) {
+                    continue;
+                }
+                match self.procfs.pid_stat(pid) {
+                    Ok(stat) if stat.ppid == master => {
+                        adopted.push(new_worker(&stat, scope.clone(), cgroup.clone(), true))
+                    }
+                    _ => continue,
+                }
+            }
+        }
+        let limits = app.limits();
+        for w in adopted {
+            let current = (
+                self.cgroups.memory_high(&w.cgroup).ok().flatten(),
+                self.cgroups.memory_max(&w.cgroup).ok().flatten(),
+            );
+            if current != limits
+                && let Err(e) = self
+                    .systemd
+                    .set_memory_limits(&w.scope, limits.0, limits.1)
+                    .await
+            {
+                tracing::error!(app = name, scope = w.scope.as_str(), "{e}");
+            }
+            tracing::info!(
+                app = name,
+                worker_pid = w.pid,
+                scope = w.scope.as_str(),
+                action = "adopt",
+                "adopted worker {} of {name} in {}",
+                w.pid,
+                w.scope
+            );
+            let app = self.apps.get_mut(name).expect("checked above");
+            app.counters.adopted += 1;
+            app.workers.insert(w.pid, w);
+        }
+    }
+
+    /// After a reload changed an app's limits (or its mode), brings every
+    /// worker scope in line.
+    pub(super) async fn sync_limits(&mut self, name: &str) {
+        let Some(app) = self.apps.get(name) else {
+            return;
+        };
+        let limits = app.limits();
+        if limits == app.limits_applied {
+            return;
+        }
+        let scopes: Vec<String> = app.workers.values().map(|w| w.scope.clone()).collect();
+        let mut ok = true;
+        for scope in scopes {
+            if let Err(e) = self
+                .systemd
+                .set_memory_limits(&scope, limits.0, limits.1)
+                .await
+            {
+                ok &= e.is_gone();
+                tracing::error!(app = name, scope = scope.as_str(), "{e}");
+            }
+        }
+        if ok {
+            tracing::info!(
+                app = name,
+                "memory limits of {name}'s worker scopes updated"
+            );
+            self.apps
+                .get_mut(name)
+                .expect("checked above")
+                .limits_applied = limits;
+        }
+    }
+
+    /// Reads the app server's own view of its workers (idle or busy).
+    pub(super) async fn refresh_roster(&mut self, name: &str) {
+        let Some(app) = self.apps.get_mut(name) else {
+            return;
+        };
+        if !app.adapter.has_roster() || app.master().is_none() {
+            return;
+        }
+        match app.adapter.roster().await {
+            Ok(r) => {
+                if let Some(r) = &r {
+                    for w in app.workers.values_mut() {
+                        w.idle = r.idle(w.pid);
+                    }
+                }
+                app.roster = r;
+            }
+            Err(e) => {
+                app.roster = None;
+                app.workers.values_mut().for_each(|w| w.idle = None);
+                if app.roster_warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    tracing::warn!(app = name, "{e}");
+                    app.roster_warned = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+
+/// How long ago a process with this start time (clock ticks after boot,
+/// from /proc/PID/stat) started.
+pub(super) fn age_of(starttime: u64) -> Duration {
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    let started = Duration::from_secs_f64(starttime as f64 / ticks as f64);
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
+    now.saturating_sub(started)
+}
+
+fn new_worker(stat: &PidStat, scope: String, cgroup: String, adopted: bool) -> Worker {
+    Worker {
+        pid: stat.pid,
+        starttime: stat.starttime,
+        scope,
+        cgroup,
+        memory: None,
+        frozen: false,
+        idle: None,
+        adopted,
+        leaving: None,
+    }
+}

@@ -1,0 +1,236 @@
+//! The event loop that wires sense → decide → act.
+//!
+//! [`Daemon`] holds the state and does one step at a time (`host_tick`,
+//! `worker_tick`, `on_fork`, `reload`); [`run`] owns the clock, the
+//! signals and the sockets and calls those steps. The steps are generic
+//! over systemd and over how workers are signalled, so tests drive them
+//! on fake trees without a loop.
+
+mod act;
+pub mod backlog;
+pub mod bus;
+mod discover;
+pub mod metrics;
+pub mod model;
+pub mod report;
+mod run;
+mod sense;
+pub mod signal;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub use run::run;
+
+#[cfg(test)]
+mod tests;
+
+use crate::cgroup::CgroupFs;
+use crate::engine::{EngineState, HostSample};
+use crate::paths::HostPaths;
+use crate::policy::Policy;
+use crate::procfs::ProcFs;
+use crate::systemd::Systemd;
+use model::AppRuntime;
+use report::{EventLog, StatusView};
+use signal::Signaller;
+
+/// What the D-Bus interface and the metrics endpoint read.
+#[derive(Default)]
+pub struct Shared {
+    pub status: StatusView,
+    pub events: EventLog,
+    pub actions: metrics::ActionCounts,
+}
+
+pub struct Daemon<S: Systemd, K: Signaller> {
+    pub paths: HostPaths,
+    pub procfs: ProcFs,
+    pub cgroups: CgroupFs,
+    pub systemd: S,
+    pub signaller: K,
+    pub policy: Policy,
+    pub apps: BTreeMap<String, AppRuntime>,
+    pub engine: EngineState,
+    pub host: Option<HostSample>,
+    pub started: Instant,
+    /// Problems to show in `status` (policy errors, a missing bus name).
+    pub problems: Vec<String>,
+    pub shared: Arc<Mutex<Shared>>,
+    /// When a host-read problem was last logged.
+    host_warned: Option<Instant>,
+    /// Listen queues: sock_diag on a real host; `None` turns backlogs off.
+    pub listeners: Option<Box<dyn backlog::ListenerSource>>,
+    backlog_warned: Option<Instant>,
+    /// Apps an operator paused: their decisions are only logged.
+    pub paused: std::collections::BTreeSet<String>,
+}
+
+impl<S: Systemd, K: Signaller> Daemon<S, K> {
+    pub fn new(
+        paths: HostPaths,
+        cgroups: CgroupFs,
+        systemd: S,
+        signaller: K,
+        policy: Policy,
+    ) -> Self {
+        let mut d = Self {
+            procfs: ProcFs::new(&paths),
+            paths,
+            cgroups,
+            systemd,
+            signaller,
+            policy: Policy {
+                global: policy.global.clone(),
+                apps: Vec::new(),
+            },
+            apps: BTreeMap::new(),
+            engine: EngineState::default(),
+            host: None,
+            started: Instant::now(),
+            problems: Vec::new(),
+            shared: Arc::new(Mutex::new(Shared::default())),
+            host_warned: None,
+            listeners: None,
+            backlog_warned: None,
+            paused: Default::default(),
+        };
+        d.set_policy(policy);
+        d
+    }
+
+    /// Takes a new (already validated) policy: apps added, removed or
+    /// changed. Workers of a removed app are left running in their scopes.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.apps.retain(|name, _| policy.app(name).is_some());
+        for ap in &policy.apps {
+            match self.apps.get_mut(&ap.name) {
+                Some(app) if app.policy.unit != ap.unit || app.policy.server != ap.server => {
+                    *app = AppRuntime::new(ap.clone(), &self.paths);
+                }
+                Some(app) => {
+                    app.adapter = crate::adapter::Adapter::new(ap, &self.paths);
+                    app.policy = ap.clone();
+                }
+                None => {
+                    self.apps
+                        .insert(ap.name.clone(), AppRuntime::new(ap.clone(), &self.paths));
+                }
+            }
+        }
+        self.policy = policy;
+    }
+
+    /// Monotonic time for the engine.
+    fn now(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// The fast step (default 10 Hz): host memory and PSI, new workers,
+    /// and, while host memory is above the lower bound, worker memory.
+    pub async fn host_tick(&mut self) {
+        if !self.sense_host() {
+            return;
+        }
+        let names: Vec<String> = self.apps.keys().cloned().collect();
+        for name in &names {
+            self.discover(name).await;
+        }
+        let pressured = self
+            .host
+            .is_some_and(|h| h.utilisation() >= self.policy.global.host.lower_bound.0);
+        if pressured {
+            self.sample_workers(true);
+        }
+        self.sample_backlogs();
+        self.decide_and_act().await;
+    }
+
+    /// The full step (default 1 Hz): services, adoption, every worker's
+    /// memory files, OOM kills; then decide, act and publish.
+    pub async fn worker_tick(&mut self) {
+        self.refresh_services().await;
+        let names: Vec<String> = self.apps.keys().cloned().collect();
+        for name in &names {
+            self.adopt(name).await;
+            self.sync_limits(name).await;
+            self.discover(name).await;
+            self.refresh_roster(name).await;
+        }
+        self.sense_host();
+        self.sample_workers(false);
+        self.sample_idle();
+        self.refresh_sockets();
+        self.sample_backlogs();
+        self.check_oom_kills();
+        self.decide_and_act().await;
+        self.publish();
+    }
+
+    /// A process forked: if its parent is a managed master, place the
+    /// child now rather than at the next tick.
+    pub async fn on_fork(&mut self, parent: u32) {
+        let name = self
+            .apps
+            .iter()
+            .find(|(_, a)| a.master() == Some(parent))
+            .map(|(n, _)| n.clone());
+        if let Some(name) = name {
+            self.discover(&name).await;
+        }
+    }
+
+    /// A process exited: forget it at once if it was a worker.
+    pub fn on_exit(&mut self, pid: u32) {
+        for app in self.apps.values_mut() {
+            if let Some(w) = app.workers.get(&pid) {
+                tracing::debug!(
+                    app = app.policy.name.as_str(),
+                    worker_pid = pid,
+                    scope = w.scope.as_str(),
+                    "worker exited"
+                );
+                app.workers.remove(&pid);
+            }
+        }
+    }
+
+    /// Number of workers under management.
+    pub fn worker_count(&self) -> usize {
+        self.apps.values().map(|a| a.workers.len()).sum()
+    }
+
+    /// One line for systemd's STATUS=.
+    pub fn status_line(&self) -> String {
+        let mut s = format!("{} apps, {} workers", self.apps.len(), self.worker_count());
+        if let Some(h) = self.host {
+            s += &format!(", host memory {:.0}%", h.utilisation() * 100.0);
+        }
+        if self.apps.is_empty() {
+            s += ", no policy in /etc/adaptive-workers/policies.d: managing nothing";
+        }
+        if !self.problems.is_empty() {
+            s += &format!(
+                ", {} problems (see adaptive-workers status)",
+                self.problems.len()
+            );
+        }
+        s
+    }
+
+    /// Leaves the workers running, but never frozen: with the daemon gone
+    /// nothing would thaw them.
+    pub async fn shutdown(&mut self) {
+        for app in self.apps.values_mut() {
+            for w in app.workers.values_mut().filter(|w| w.frozen) {
+                match self.systemd.thaw(&w.scope).await {
+                    Ok(()) => w.frozen = false,
+                    Err(e) => {
+                        tracing::error!(scope = w.scope.as_str(), "failed to thaw on exit: {e}")
+                    }
+                }
+            }
+        }
+    }
+}

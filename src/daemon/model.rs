@@ -1,0 +1,148 @@
+//! What the daemon knows about each app and worker between ticks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::adapter::{Adapter, Roster};
+use crate::cgroup::MemoryEvents;
+use crate::engine::Backlog;
+use crate::paths::HostPaths;
+use crate::policy::{AppPolicy, Mode};
+use crate::systemd::{ScopeSpec, ServiceInfo, scope_name, slice_cgroup, slice_name};
+
+/// One managed app.
+pub struct AppRuntime {
+    pub policy: AppPolicy,
+    pub adapter: Adapter,
+    pub service: Option<ServiceInfo>,
+    pub workers: BTreeMap<u32, Worker>,
+    pub roster: Option<Roster>,
+    pub backlog: Option<Backlog>,
+    /// The app slice's memory.events oom_kill count when last read: the
+    /// file is hierarchical, so it counts kills in every worker scope.
+    pub oom_kills_seen: Option<u64>,
+    pub counters: Counters,
+    /// Children the app server says are not workers (mules, spoolers),
+    /// by PID and start time, so PID reuse cannot hide a worker.
+    pub not_workers: BTreeSet<(u32, u64)>,
+    /// PIDs whose placement failed, and when to try again.
+    pub retry_after: BTreeMap<u32, Instant>,
+    /// When a roster problem was last logged (to log once a minute).
+    pub roster_warned: Option<Instant>,
+    /// Inodes of the app's listening sockets (see daemon::backlog).
+    pub listen_inodes: Vec<u64>,
+    /// The limits the worker scopes have; differs from the policy's after
+    /// a reload until they are updated.
+    pub limits_applied: (Option<u64>, Option<u64>),
+}
+
+/// Counts since the daemon started, by what happened.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    pub placed: u64,
+    pub adopted: u64,
+    pub placement_failures: u64,
+    pub recycles: u64,
+    pub kills: u64,
+    pub oom_kills: u64,
+    pub grows: u64,
+    pub shrinks: u64,
+    pub freezes: u64,
+    pub thaws: u64,
+}
+
+/// One worker in its scope.
+pub struct Worker {
+    pub pid: u32,
+    /// From /proc/PID/stat: with the PID, it names this process for good.
+    pub starttime: u64,
+    pub scope: String,
+    /// The scope's cgroup, e.g. "/aw.slice/aw-shop.slice/aw-shop-7.scope".
+    pub cgroup: String,
+    pub memory: Option<WorkerMemory>,
+    pub frozen: bool,
+    pub idle: Option<bool>,
+    pub adopted: bool,
+    /// Set when a recycle or kill was asked for.
+    pub leaving: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WorkerMemory {
+    /// memory.current: the worker's private memory.
+    pub current: u64,
+    pub anon: u64,
+    pub file: u64,
+    pub shmem: u64,
+    pub events: MemoryEvents,
+    pub pressure_some_avg10: f64,
+}
+
+impl AppRuntime {
+    pub fn new(policy: AppPolicy, paths: &HostPaths) -> Self {
+        let mut app = Self {
+            adapter: Adapter::new(&policy, paths),
+            policy,
+            service: None,
+            workers: BTreeMap::new(),
+            roster: None,
+            backlog: None,
+            oom_kills_seen: None,
+            counters: Counters::default(),
+            not_workers: BTreeSet::new(),
+            retry_after: BTreeMap::new(),
+            roster_warned: None,
+            limits_applied: (None, None),
+            listen_inodes: Vec::new(),
+        };
+        app.limits_applied = app.limits();
+        app
+    }
+
+    pub fn name(&self) -> &str {
+        &self.policy.name
+    }
+
+    /// The master's PID, when the service runs.
+    pub fn master(&self) -> Option<u32> {
+        self.service
+            .as_ref()
+            .map(|s| s.main_pid)
+            .filter(|pid| *pid != 0)
+    }
+
+    /// Limits for new scopes: none in observe mode, where nothing may
+    /// be enforced (not even by the kernel).
+    pub fn limits(&self) -> (Option<u64>, Option<u64>) {
+        match self.policy.mode {
+            Mode::Observe => (None, None),
+            Mode::Enforce => (
+                self.policy.memory.soft_limit.map(|s| s.0),
+                self.policy.memory.hard_limit.map(|s| s.0),
+            ),
+        }
+    }
+
+    pub fn scope_spec(&self, pid: u32, master: u32) -> ScopeSpec {
+        let (memory_high, memory_max) = self.limits();
+        ScopeSpec {
+            name: scope_name(self.name(), pid),
+            slice: slice_name(self.name()),
+            part_of: self.policy.unit.clone(),
+            description: format!(
+                "adaptive-workers: {} worker {pid} ({} master {master})",
+                self.name(),
+                self.policy.server.as_str()
+            ),
+            pid,
+            memory_high,
+            memory_max,
+        }
+    }
+
+    pub fn scope_cgroup(&self, scope: &str) -> String {
+        format!("{}/{scope}", slice_cgroup(self.name()))
+    }
+}

@@ -1,0 +1,560 @@
+//! The daemon's steps on a fake host: fake /proc and cgroup trees, the
+//! fake systemd (which moves PIDs between fake cgroups like PID 1 would)
+//! and a signaller that records instead of signalling. PIDs are above the
+//! kernel's maximum (4194304), so no real process can ever be hit.
+
+use std::fs;
+use std::path::Path;
+
+use tempfile::TempDir;
+
+use super::Daemon;
+use super::signal::RecordingSignaller;
+use crate::cgroup::CgroupFs;
+use crate::paths::HostPaths;
+use crate::policy::{self, Policy};
+use crate::systemd::fake::FakeSystemd;
+
+const MASTER: u32 = 5_000_000;
+const MB: u64 = 1 << 20;
+
+struct Host {
+    dir: TempDir,
+}
+
+impl Host {
+    fn new(util: f64) -> Self {
+        let h = Host {
+            dir: TempDir::new().unwrap(),
+        };
+        h.set_memory(util);
+        h.write("/proc/pressure/memory", "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+        h
+    }
+
+    fn paths(&self) -> HostPaths {
+        HostPaths::new(self.dir.path())
+    }
+
+    fn write(&self, host_path: &str, text: &str) {
+        let p = self.paths().resolve(host_path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+
+    /// Host memory: 8 GB total, `util` of it used.
+    fn set_memory(&self, util: f64) {
+        let total_kb = 8 * 1024 * 1024;
+        let avail_kb = ((1.0 - util) * total_kb as f64) as u64;
+        self.write(
+            "/proc/meminfo",
+            &format!(
+                "MemTotal: {total_kb} kB\nMemFree: {avail_kb} kB\nMemAvailable: {avail_kb} kB\nBuffers: 0 kB\nCached: 0 kB\nShmem: 0 kB\nAnonPages: 0 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n"
+            ),
+        );
+    }
+
+    /// A process in /proc, started at boot (so it is old enough for any
+    /// minimum lifetime).
+    fn process(&self, pid: u32, ppid: u32, cgroup: &str) {
+        let mut stat = format!(
+            "{pid} (uwsgi) S {ppid} {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 1 1000000 100"
+        );
+        stat.extend(std::iter::repeat_n(" 0", 28));
+        self.write(&format!("/proc/{pid}/stat"), &stat);
+        self.write(&format!("/proc/{pid}/cgroup"), &format!("0::{cgroup}\n"));
+    }
+
+    fn exit(&self, pid: u32) {
+        fs::remove_dir_all(self.paths().resolve(format!("/proc/{pid}"))).unwrap();
+    }
+
+    /// The memory files of a worker scope, as the kernel would show them.
+    fn scope_memory(&self, cgroup: &str, bytes: u64) {
+        let dir = format!("/sys/fs/cgroup{cgroup}");
+        self.write(&format!("{dir}/memory.current"), &format!("{bytes}\n"));
+        self.write(
+            &format!("{dir}/memory.stat"),
+            &format!("anon {bytes}\nfile 0\nshmem 0\n"),
+        );
+        self.write(
+            &format!("{dir}/memory.events"),
+            "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n",
+        );
+        self.write(&format!("{dir}/memory.pressure"), "some avg10=0.00 avg60=0.00 avg300=0.00 total=0\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n");
+    }
+
+    fn policy(&self, name: &str, text: &str) -> Policy {
+        self.write(
+            &format!("/etc/adaptive-workers/policies.d/{name}.toml"),
+            text,
+        );
+        let p = self
+            .paths()
+            .resolve(format!("/etc/adaptive-workers/policies.d/{name}.toml"));
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(p, fs::Permissions::from_mode(0o644)).unwrap();
+        policy::load(&self.paths()).unwrap()
+    }
+
+    fn daemon(&self, policy: Policy) -> Daemon<FakeSystemd, RecordingSignaller> {
+        let cg = self.paths().cgroup();
+        Daemon::new(
+            self.paths(),
+            CgroupFs::new_unchecked(&cg),
+            FakeSystemd::new(&cg),
+            RecordingSignaller::default(),
+            policy,
+        )
+    }
+
+    fn procs(&self, cgroup: &str) -> String {
+        fs::read_to_string(
+            Path::new(&self.paths().cgroup())
+                .join(cgroup.trim_start_matches('/'))
+                .join("cgroup.procs"),
+        )
+        .unwrap_or_default()
+    }
+}
+
+const SHOP: &str = "unit = \"shop.service\"\nserver = \"uwsgi\"\n[memory]\nsoft_limit = \"300M\"\nhard_limit = \"400M\"\nmin_lifetime = \"0\"\n";
+
+/// A uWSGI-like app: a master and `n` workers in the service cgroup, plus
+/// one process in the service that is not the master's child.
+fn shop(h: &Host, d: &Daemon<FakeSystemd, RecordingSignaller>, n: u32) -> Vec<u32> {
+    let workers: Vec<u32> = (1..=n).map(|i| MASTER + i).collect();
+    let stranger = MASTER + 100;
+    let mut procs = vec![MASTER, stranger];
+    procs.extend(&workers);
+    let cg = d
+        .systemd
+        .add_service("shop.service", MASTER, &procs)
+        .unwrap();
+    h.process(MASTER, 1, &cg);
+    h.process(stranger, 1, &cg);
+    for w in &workers {
+        h.process(*w, MASTER, &cg);
+    }
+    workers
+}
+
+fn scope_cgroup(pid: u32) -> String {
+    format!("/aw.slice/aw-shop.slice/aw-shop-{pid}.scope")
+}
+
+#[tokio::test]
+async fn every_worker_gets_its_own_scope_with_the_policy_limits() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 3);
+    d.worker_tick().await;
+    assert_eq!(d.apps["shop"].workers.len(), 3);
+    for w in &workers {
+        let cg = scope_cgroup(*w);
+        assert_eq!(h.procs(&cg).trim(), w.to_string());
+        let dir = h.paths().cgroup().join(cg.trim_start_matches('/'));
+        assert_eq!(
+            fs::read_to_string(dir.join("memory.high")).unwrap(),
+            (300 * MB).to_string()
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("memory.max")).unwrap(),
+            (400 * MB).to_string()
+        );
+    }
+    // The master and the stranger stay in the service.
+    assert_eq!(
+        h.procs("/system.slice/shop.service"),
+        format!("{MASTER}\n{}\n", MASTER + 100)
+    );
+    // A respawned worker is placed on the next fast tick.
+    let new = MASTER + 10;
+    fs::write(
+        h.paths()
+            .cgroup()
+            .join("system.slice/shop.service/cgroup.procs"),
+        format!("{MASTER}\n{}\n{new}\n", MASTER + 100),
+    )
+    .unwrap();
+    h.process(new, MASTER, "/system.slice/shop.service");
+    d.host_tick().await;
+    assert!(d.apps["shop"].workers.contains_key(&new));
+    assert_eq!(h.procs(&scope_cgroup(new)).trim(), new.to_string());
+}
+
+#[tokio::test]
+async fn soft_limit_sends_uwsgi_sighup_to_that_worker_only() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 3);
+    d.worker_tick().await;
+    h.scope_memory(&scope_cgroup(workers[0]), 100 * MB);
+    h.scope_memory(&scope_cgroup(workers[1]), 350 * MB);
+    h.scope_memory(&scope_cgroup(workers[2]), 200 * MB);
+    d.worker_tick().await;
+    let sent = d.signaller.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        vec![(workers[1], scope_cgroup(workers[1]), libc::SIGHUP)]
+    );
+    let events = d.shared.lock().unwrap().events.recent(10);
+    let e = events.iter().find(|e| e.action == "recycle").unwrap();
+    assert_eq!(e.worker_pid, Some(workers[1]));
+    assert!(
+        e.reason.contains("above the soft limit 300M"),
+        "{}",
+        e.reason
+    );
+    assert_eq!(e.outcome, "done");
+    assert_eq!(d.apps["shop"].counters.recycles, 1);
+    // Not asked again while it finishes its request.
+    d.worker_tick().await;
+    assert_eq!(d.signaller.sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn observe_mode_places_without_limits_and_acts_on_nothing() {
+    let h = Host::new(0.97);
+    let observe = "unit = \"shop.service\"\nserver = \"uwsgi\"\nmode = \"observe\"\n[memory]\nsoft_limit = \"300M\"\nhard_limit = \"400M\"\nmin_lifetime = \"0\"\n";
+    let mut d = h.daemon(h.policy("shop", observe));
+    let workers = shop(&h, &d, 2);
+    d.worker_tick().await;
+    let dir = h
+        .paths()
+        .cgroup()
+        .join(scope_cgroup(workers[0]).trim_start_matches('/'));
+    assert_eq!(fs::read_to_string(dir.join("memory.max")).unwrap(), "max");
+    for w in &workers {
+        h.scope_memory(&scope_cgroup(*w), 500 * MB);
+    }
+    d.worker_tick().await;
+    assert!(d.signaller.sent.lock().unwrap().is_empty());
+    assert!(!d.systemd.calls().iter().any(|c| c.starts_with("kill")));
+    let events = d.shared.lock().unwrap().events.recent(10);
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e.outcome == "observed"), "{events:?}");
+}
+
+#[tokio::test]
+async fn above_the_upper_bound_the_biggest_scope_is_killed_through_systemd() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 3);
+    d.worker_tick().await;
+    h.scope_memory(&scope_cgroup(workers[0]), 100 * MB);
+    h.scope_memory(&scope_cgroup(workers[1]), 250 * MB);
+    h.scope_memory(&scope_cgroup(workers[2]), 200 * MB);
+    d.worker_tick().await;
+    // 8 GB at 95.4%: back to the midpoint of the bounds (90%) needs 442M,
+    // which the two biggest (250M + 200M) free; the third is spared.
+    h.set_memory(0.954);
+    d.host_tick().await;
+    let kills: Vec<String> = d
+        .systemd
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("kill"))
+        .collect();
+    assert_eq!(
+        kills,
+        vec![
+            format!("kill aw-shop-{}.scope all 9", workers[1]),
+            format!("kill aw-shop-{}.scope all 9", workers[2])
+        ]
+    );
+    assert_eq!(d.apps["shop"].counters.kills, 2);
+    assert!(
+        d.signaller.sent.lock().unwrap().is_empty(),
+        "kills never go through bare PIDs"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_daemon_adopts_scopes_and_creates_none() {
+    let h = Host::new(0.3);
+    let policy = h.policy("shop", SHOP);
+    let mut first = h.daemon(policy.clone());
+    let workers = shop(&h, &first, 2);
+    first.worker_tick().await;
+    let scopes = first.systemd.state.lock().unwrap().scopes.clone();
+
+    let mut second = h.daemon(policy);
+    second.systemd.state.lock().unwrap().services =
+        first.systemd.state.lock().unwrap().services.clone();
+    second.systemd.state.lock().unwrap().scopes = scopes;
+    second.worker_tick().await;
+    assert_eq!(second.apps["shop"].workers.len(), 2);
+    assert!(second.apps["shop"].workers.values().all(|w| w.adopted));
+    assert!(
+        !second
+            .systemd
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("start")),
+        "{:?}",
+        second.systemd.calls()
+    );
+    assert_eq!(second.apps["shop"].counters.adopted, 2);
+    let mut adopted: Vec<u32> = second.apps["shop"].workers.keys().copied().collect();
+    adopted.sort_unstable();
+    assert_eq!(adopted, workers);
+}
+
+#[tokio::test]
+async fn reload_with_new_limits_updates_existing_scopes() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 1);
+    d.worker_tick().await;
+    d.set_policy(h.policy("shop", &SHOP.replace("400M", "500M")));
+    d.worker_tick().await;
+    let dir = h
+        .paths()
+        .cgroup()
+        .join(scope_cgroup(workers[0]).trim_start_matches('/'));
+    assert_eq!(
+        fs::read_to_string(dir.join("memory.max")).unwrap(),
+        (500 * MB).to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_worker_whose_scope_vanished_is_forgotten() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 2);
+    d.worker_tick().await;
+    for w in &workers {
+        h.scope_memory(&scope_cgroup(*w), 10 * MB);
+    }
+    fs::remove_dir_all(
+        h.paths()
+            .cgroup()
+            .join(scope_cgroup(workers[0]).trim_start_matches('/')),
+    )
+    .unwrap();
+    h.exit(workers[0]);
+    d.worker_tick().await;
+    assert_eq!(
+        d.apps["shop"].workers.keys().copied().collect::<Vec<_>>(),
+        vec![workers[1]]
+    );
+}
+
+#[tokio::test]
+async fn failed_placement_is_retried_later_not_in_a_loop() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    shop(&h, &d, 1);
+    d.systemd.state.lock().unwrap().fail_next_start = Some("failed".into());
+    d.worker_tick().await;
+    assert!(d.apps["shop"].workers.is_empty());
+    assert_eq!(d.apps["shop"].counters.placement_failures, 1);
+    for _ in 0..5 {
+        d.host_tick().await;
+    }
+    let starts = d
+        .systemd
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("start"))
+        .count();
+    assert_eq!(starts, 1, "no retry before the back-off");
+}
+
+#[tokio::test]
+async fn unreadable_meminfo_means_no_decision() {
+    let h = Host::new(0.99);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 2);
+    d.worker_tick().await;
+    for w in &workers {
+        h.scope_memory(&scope_cgroup(*w), 350 * MB);
+    }
+    h.write("/proc/meminfo", "garbage\n");
+    d.worker_tick().await;
+    d.host_tick().await;
+    assert!(d.signaller.sent.lock().unwrap().is_empty());
+    assert!(!d.systemd.calls().iter().any(|c| c.starts_with("kill")));
+}
+
+#[tokio::test]
+async fn status_view_shows_workers_and_limits() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 2);
+    d.worker_tick().await;
+    h.scope_memory(&scope_cgroup(workers[0]), 123 * MB);
+    d.worker_tick().await;
+    let view = d.shared.lock().unwrap().status.clone();
+    assert_eq!(view.apps.len(), 1);
+    let app = &view.apps[0];
+    assert_eq!(app.master_pid, Some(MASTER));
+    assert_eq!(app.soft_limit, Some(300 * MB));
+    let w = app.workers.iter().find(|w| w.pid == workers[0]).unwrap();
+    assert_eq!(w.private_bytes, Some(123 * MB));
+    assert_eq!(w.scope, format!("aw-shop-{}.scope", workers[0]));
+    assert!(
+        d.status_line()
+            .starts_with("1 apps, 2 workers, host memory 30%"),
+        "{}",
+        d.status_line()
+    );
+}
+
+#[tokio::test]
+async fn a_building_backlog_makes_gunicorn_grow_through_systemd() {
+    use crate::backlog::{ListenAddr, Listener};
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy(
+        "blog",
+        "unit = \"blog.service\"\nserver = \"gunicorn\"\n[scaling]\nmin_workers = 2\nmax_workers = 4\ngrow_backlog = 3\ncooldown_up = \"0\"\n",
+    ));
+    let workers: Vec<u32> = vec![MASTER + 1, MASTER + 2];
+    let cg = d
+        .systemd
+        .add_service("blog.service", MASTER, &[MASTER, workers[0], workers[1]])
+        .unwrap();
+    h.process(MASTER, 1, &cg);
+    for w in &workers {
+        h.process(*w, MASTER, &cg);
+    }
+    // The arbiter holds the listening socket (inode 777) and a client one.
+    let fd_dir = h.paths().resolve(format!("/proc/{MASTER}/fd"));
+    fs::create_dir_all(&fd_dir).unwrap();
+    std::os::unix::fs::symlink("socket:[777]", fd_dir.join("3")).unwrap();
+    std::os::unix::fs::symlink("socket:[778]", fd_dir.join("4")).unwrap();
+    let listener = |queue| Listener {
+        inode: 777,
+        addr: ListenAddr::Tcp("127.0.0.1:8002".parse().unwrap()),
+        queue,
+        max: 128,
+    };
+    let other = Listener {
+        inode: 999,
+        addr: ListenAddr::Tcp("127.0.0.1:22".parse().unwrap()),
+        queue: 50,
+        max: 128,
+    };
+    d.listeners = Some(Box::new(vec![listener(0), other.clone()]));
+    d.worker_tick().await;
+    assert_eq!(
+        d.apps["blog"].listen_inodes,
+        vec![777],
+        "only the arbiter's listener"
+    );
+    assert!(!d.systemd.calls().iter().any(|c| c.contains("main")));
+
+    d.listeners = Some(Box::new(vec![listener(5), other]));
+    d.host_tick().await;
+    assert_eq!(d.apps["blog"].backlog.map(|b| b.queued), Some(5));
+    let grows: Vec<String> = d
+        .systemd
+        .calls()
+        .into_iter()
+        .filter(|c| c.contains("main"))
+        .collect();
+    assert_eq!(
+        grows,
+        vec![format!("kill blog.service main {}", libc::SIGTTIN)]
+    );
+    assert_eq!(d.apps["blog"].counters.grows, 1);
+}
+
+#[tokio::test]
+async fn an_operator_can_recycle_a_managed_worker_and_nothing_else() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 2);
+    d.worker_tick().await;
+    let msg = d.recycle_worker(workers[0]).await.unwrap();
+    assert!(
+        msg.contains(&format!("recycling worker {}", workers[0])),
+        "{msg}"
+    );
+    assert_eq!(
+        d.signaller.sent.lock().unwrap().clone(),
+        vec![(workers[0], scope_cgroup(workers[0]), libc::SIGHUP)]
+    );
+    // Not twice, not the master, not a stranger.
+    assert!(
+        d.recycle_worker(workers[0])
+            .await
+            .unwrap_err()
+            .contains("already")
+    );
+    assert!(
+        d.recycle_worker(MASTER)
+            .await
+            .unwrap_err()
+            .contains("not a managed worker")
+    );
+    assert!(
+        d.recycle_worker(MASTER + 100)
+            .await
+            .unwrap_err()
+            .contains("not a managed worker")
+    );
+    assert_eq!(d.signaller.sent.lock().unwrap().len(), 1);
+    let counts = d.shared.lock().unwrap().actions.clone();
+    assert_eq!(
+        counts.get(&(
+            "shop".into(),
+            "recycle".into(),
+            "operator".into(),
+            "done".into()
+        )),
+        Some(&1)
+    );
+}
+
+#[tokio::test]
+async fn a_paused_app_is_only_observed() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 2);
+    d.worker_tick().await;
+    d.pause("shop", true).unwrap();
+    assert!(d.pause("nope", true).is_err());
+    h.scope_memory(&scope_cgroup(workers[0]), 350 * MB);
+    d.worker_tick().await;
+    assert!(d.signaller.sent.lock().unwrap().is_empty());
+    assert!(d.shared.lock().unwrap().status.apps[0].paused);
+    let events = d.shared.lock().unwrap().events.recent(5);
+    assert_eq!(events.last().map(|e| e.outcome.as_str()), Some("observed"));
+    // Limits stay on the scopes while paused.
+    let dir = h
+        .paths()
+        .cgroup()
+        .join(scope_cgroup(workers[0]).trim_start_matches('/'));
+    assert_eq!(
+        fs::read_to_string(dir.join("memory.max")).unwrap(),
+        (400 * MB).to_string()
+    );
+    d.pause("shop", false).unwrap();
+    // Resumed: the decision is taken again and carried out, for the
+    // biggest first (one at a time for two workers).
+    h.scope_memory(&scope_cgroup(workers[1]), 360 * MB);
+    d.worker_tick().await;
+    let sent = d.signaller.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        vec![(workers[1], scope_cgroup(workers[1]), libc::SIGHUP)]
+    );
+}
+
+#[tokio::test]
+async fn many_workers_are_placed_with_bounded_calls_in_flight() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    shop(&h, &d, 200);
+    d.worker_tick().await;
+    assert_eq!(d.apps["shop"].workers.len(), 200);
+    let max = d.systemd.state.lock().unwrap().max_in_flight;
+    assert!(max > 1, "placements run concurrently ({max})");
+    assert!(
+        max <= 32,
+        "{max} StartTransientUnit calls in flight at once"
+    );
+}

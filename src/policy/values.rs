@@ -1,0 +1,315 @@
+//! The value types a policy is written in: sizes, fractions, durations.
+//!
+//! Each parses from what an operator types (`512M`, `85%`, `100ms`) and
+//! prints back the same way, so `check` shows values as they were meant.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A number of bytes: an integer, or a number with a K, M, G or T suffix
+/// (powers of 1024, as systemd's `MemoryMax=`), optionally followed by `B`
+/// or `iB`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+/// A fraction of a whole, written as a percentage: `85%`, `92.5%`.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Fraction(pub f64);
+
+/// A duration: a number and a unit (`us`, `ms`, `s`, `min` or `m`, `h`),
+/// several of them in a row (`1m30s`), or `0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Span(pub Duration);
+
+const SIZE_UNITS: [(char, u64); 4] = [
+    ('T', 1 << 40),
+    ('G', 1 << 30),
+    ('M', 1 << 20),
+    ('K', 1 << 10),
+];
+
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (number, unit) = match t.chars().last() {
+        Some(c) if c.is_ascii_alphabetic() => (&t[..t.len() - 1], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let multiplier = if unit == ' ' {
+        1
+    } else {
+        SIZE_UNITS
+            .iter()
+            .find(|(u, _)| *u == unit)
+            .map(|(_, m)| *m)
+            .ok_or_else(|| format!("unknown size unit {unit:?} in {text:?} (use K, M, G or T)"))?
+    };
+    let value: f64 = number.trim().parse().map_err(|_| {
+        format!("{text:?} is not a size (write e.g. 512M, 2G or a number of bytes)")
+    })?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{text:?} is not a size: it must be positive"));
+    }
+    let bytes = value * multiplier as f64;
+    if bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
+pub fn format_size(bytes: u64) -> String {
+    for (unit, m) in SIZE_UNITS {
+        if bytes >= m && bytes.is_multiple_of(m) {
+            return format!("{}{unit}", bytes / m);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A size for people to read: three significant digits, e.g. `62.2M`.
+/// (Policies print with [`format_size`], which is exact.)
+pub fn human_size(bytes: u64) -> String {
+    for (unit, m) in SIZE_UNITS {
+        if bytes >= m {
+            let v = bytes as f64 / m as f64;
+            return match v {
+                v if v >= 100.0 => format!("{v:.0}{unit}"),
+                v if v >= 10.0 => format!("{v:.1}{unit}"),
+                v => format!("{v:.2}{unit}"),
+            };
+        }
+    }
+    format!("{bytes}B")
+}
+
+pub fn parse_fraction(text: &str) -> Result<f64, String> {
+    let number = text
+        .trim()
+        .strip_suffix('%')
+        .ok_or_else(|| format!("{text:?} is not a percentage (write e.g. \"85%\")"))?;
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a percentage (write e.g. \"85%\")"))?;
+    if !(0.0..=100.0).contains(&value) {
+        return Err(format!("{text:?} must be between 0% and 100%"));
+    }
+    Ok(value / 100.0)
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration (write e.g. 100ms, 30s, 5min, 1h)");
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let seconds = match &rest[..unit_len] {
+            "us" => 1e-6,
+            "ms" => 1e-3,
+            "s" | "sec" => 1.0,
+            "m" | "min" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total += Duration::try_from_secs_f64(value * seconds).map_err(|_| bad())?;
+    }
+    Ok(total)
+}
+
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if d.is_zero() {
+        "0".into()
+    } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        format!("{}us", d.as_micros())
+    } else if ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}min", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Accepts either a TOML string (parsed by `parse`) or an integer (taken
+/// through `from_int`), so `soft_limit = 1048576` and `"1M"` both work.
+struct TextOrInt<T> {
+    what: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+    from_int: fn(i64) -> Result<T, String>,
+}
+
+impl<T> Visitor<'_> for TextOrInt<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(self.what)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        (self.from_int)(v).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        let v = i64::try_from(v).map_err(|_| E::custom("number too large"))?;
+        (self.from_int)(v).map_err(E::custom)
+    }
+}
+
+fn non_negative(v: i64) -> Result<u64, String> {
+    u64::try_from(v).map_err(|_| format!("{v} must not be negative"))
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextOrInt {
+            what: "a size such as \"512M\" or a number of bytes",
+            parse: |s| parse_size(s).map(ByteSize),
+            from_int: |v| non_negative(v).map(ByteSize),
+        })
+    }
+}
+
+/// uWSGI's `reload-on-rss` and `evil-reload-on-rss` count megabytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Megabytes(pub u64);
+
+impl<'de> Deserialize<'de> for Megabytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextOrInt {
+            what: "a number of megabytes, as in uWSGI",
+            parse: |s| {
+                s.trim()
+                    .parse::<u64>()
+                    .map(Megabytes)
+                    .map_err(|_| format!("{s:?} is not a number of megabytes"))
+            },
+            from_int: |v| non_negative(v).map(Megabytes),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextOrInt {
+            what: "a percentage such as \"85%\"",
+            parse: |s| parse_fraction(s).map(Fraction),
+            from_int: |v| Err(format!("{v} needs a % sign and quotes: \"{v}%\"")),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TextOrInt {
+            what: "a duration such as \"100ms\" or \"30s\"",
+            parse: |s| parse_duration(s).map(Span),
+            from_int: |v| match v {
+                0 => Ok(Span(Duration::ZERO)),
+                _ => Err(format!("{v} needs a unit and quotes: \"{v}s\"")),
+            },
+        })
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_size(self.0))
+    }
+}
+
+impl Serialize for Fraction {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}%", (self.0 * 1000.0).round() / 10.0))
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(self.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1.5k"), Ok(1536));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("12X").unwrap_err().contains("unknown size unit"));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-1M").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn sizes_print_back() {
+        assert_eq!(format_size(512 << 20), "512M");
+        assert_eq!(format_size(3 << 30), "3G");
+        assert_eq!(format_size(1000), "1000");
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(65_183_744), "62.2M");
+        assert_eq!(human_size(2_074_611_712), "1.93G");
+        assert_eq!(human_size(300 << 20), "300M");
+        assert_eq!(human_size(512), "512B");
+    }
+
+    #[test]
+    fn fractions() {
+        assert_eq!(parse_fraction("85%"), Ok(0.85));
+        assert_eq!(parse_fraction(" 92.5 %"), Ok(0.925));
+        assert!(parse_fraction("85").is_err());
+        assert!(parse_fraction("120%").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("100ms"), Ok(Duration::from_millis(100)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2min"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn durations_print_back() {
+        for text in ["100ms", "30s", "5min", "1h", "0", "250us"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+    }
+}

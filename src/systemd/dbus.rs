@@ -1,0 +1,236 @@
+//! The [`Systemd`] trait over the system bus, with small hand-written
+//! proxies for the few methods used (zbus_systemd would compile thousands
+//! of generated ones).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use zbus::Connection;
+use zbus::proxy;
+use zbus::{OwnedObjectPath, Variant as Value};
+
+use super::{KillWhom, ScopeSpec, ServiceInfo, Systemd, SystemdError};
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    fn subscribe(&self) -> zbus::Result<()>;
+    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn start_transient_unit(
+        &self,
+        name: &str,
+        mode: &str,
+        properties: &[(&str, Value<'_>)],
+        aux: &[(&str, &[(&str, Value<'_>)])],
+    ) -> zbus::Result<OwnedObjectPath>;
+    fn set_unit_properties(
+        &self,
+        name: &str,
+        runtime: bool,
+        properties: &[(&str, Value<'_>)],
+    ) -> zbus::Result<()>;
+    fn kill_unit(&self, name: &str, whom: &str, signal: i32) -> zbus::Result<()>;
+    fn freeze_unit(&self, name: &str) -> zbus::Result<()>;
+    fn thaw_unit(&self, name: &str) -> zbus::Result<()>;
+
+    #[zbus(signal)]
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
+}
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Service {
+    #[zbus(property, name = "MainPID")]
+    fn main_pid(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn control_group(&self) -> zbus::Result<String>;
+}
+
+#[proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
+trait Unit {
+    #[zbus(property)]
+    fn active_state(&self) -> zbus::Result<String>;
+}
+
+/// How long to wait for systemd to finish creating a scope.
+const JOB_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct DbusSystemd {
+    conn: Connection,
+    manager: ManagerProxy<'static>,
+}
+
+impl DbusSystemd {
+    pub async fn connect() -> Result<Self, SystemdError> {
+        let conn = Connection::system().await.map_err(SystemdError::Connect)?;
+        Self::with_connection(conn).await
+    }
+
+    pub async fn with_connection(conn: Connection) -> Result<Self, SystemdError> {
+        let manager = ManagerProxy::new(&conn)
+            .await
+            .map_err(SystemdError::Connect)?;
+        // Without a subscription systemd may not send JobRemoved.
+        manager.subscribe().await.map_err(SystemdError::Connect)?;
+        Ok(Self { conn, manager })
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+fn call(method: &'static str, unit: &str) -> impl FnOnce(zbus::Error) -> SystemdError {
+    let unit = unit.to_owned();
+    move |source| SystemdError::Call {
+        method,
+        unit,
+        source,
+    }
+}
+
+fn is_no_such_unit(e: &zbus::Error) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _)
+        if name.as_str() == "org.freedesktop.systemd1.NoSuchUnit")
+}
+
+fn scope_properties(spec: &ScopeSpec) -> Vec<(&'static str, Value<'_>)> {
+    let mut props = vec![
+        ("Description", Value::from(spec.description.as_str())),
+        ("Slice", Value::from(spec.slice.as_str())),
+        ("PIDs", Value::from(vec![spec.pid])),
+        ("PartOf", Value::from(vec![spec.part_of.as_str()])),
+        ("MemoryAccounting", Value::from(true)),
+        // A scope whose worker was OOM-killed must not linger as "failed".
+        ("CollectMode", Value::from("inactive-or-failed")),
+    ];
+    if let Some(high) = spec.memory_high {
+        props.push(("MemoryHigh", Value::from(high)));
+    }
+    if let Some(max) = spec.memory_max {
+        props.push(("MemoryMax", Value::from(max)));
+    }
+    props
+}
+
+impl Systemd for DbusSystemd {
+    async fn service(&self, unit: &str) -> Result<Option<ServiceInfo>, SystemdError> {
+        let path = match self.manager.get_unit(unit).await {
+            Ok(p) => p,
+            Err(e) if is_no_such_unit(&e) => return Ok(None),
+            Err(e) => return Err(call("look up", unit)(e)),
+        };
+        let service = ServiceProxy::builder(&self.conn)
+            .path(path.clone())
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(call("look up", unit))?;
+        let u = UnitProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(call("look up", unit))?;
+        Ok(Some(ServiceInfo {
+            main_pid: service
+                .main_pid()
+                .await
+                .map_err(call("read MainPID of", unit))?,
+            control_group: service
+                .control_group()
+                .await
+                .map_err(call("read ControlGroup of", unit))?,
+            active_state: u
+                .active_state()
+                .await
+                .map_err(call("read ActiveState of", unit))?,
+        }))
+    }
+
+    async fn start_scope(&self, spec: &ScopeSpec) -> Result<(), SystemdError> {
+        // Listen before asking, or the job may finish before we look.
+        let mut removed = self
+            .manager
+            .receive_job_removed()
+            .await
+            .map_err(call("start", &spec.name))?;
+        let job = self
+            .manager
+            .start_transient_unit(&spec.name, "fail", &scope_properties(spec), &[])
+            .await
+            .map_err(call("start", &spec.name))?;
+        let wait = async {
+            while let Some(signal) = removed.next().await {
+                let Ok(args) = signal.args() else { continue };
+                if args.job == job {
+                    return Some(args.result);
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(JOB_TIMEOUT, wait).await {
+            Ok(Some(result)) if result == "done" => Ok(()),
+            Ok(Some(result)) => Err(SystemdError::JobFailed {
+                unit: spec.name.clone(),
+                result,
+            }),
+            Ok(None) | Err(_) => Err(SystemdError::JobTimeout {
+                unit: spec.name.clone(),
+                waited: JOB_TIMEOUT,
+            }),
+        }
+    }
+
+    async fn set_memory_limits(
+        &self,
+        unit: &str,
+        high: Option<u64>,
+        max: Option<u64>,
+    ) -> Result<(), SystemdError> {
+        // u64::MAX is systemd's "infinity": no limit.
+        let props = [
+            ("MemoryHigh", Value::from(high.unwrap_or(u64::MAX))),
+            ("MemoryMax", Value::from(max.unwrap_or(u64::MAX))),
+        ];
+        self.manager
+            .set_unit_properties(unit, true, &props)
+            .await
+            .map_err(call("set memory limits of", unit))
+    }
+
+    async fn kill(&self, unit: &str, whom: KillWhom, signal: i32) -> Result<(), SystemdError> {
+        self.manager
+            .kill_unit(unit, whom.as_str(), signal)
+            .await
+            .map_err(call("kill", unit))
+    }
+
+    async fn freeze(&self, unit: &str) -> Result<(), SystemdError> {
+        self.manager
+            .freeze_unit(unit)
+            .await
+            .map_err(call("freeze", unit))
+    }
+
+    async fn thaw(&self, unit: &str) -> Result<(), SystemdError> {
+        self.manager
+            .thaw_unit(unit)
+            .await
+            .map_err(call("thaw", unit))
+    }
+}

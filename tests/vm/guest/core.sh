@@ -1,0 +1,150 @@
+# shellcheck shell=bash
+# Helpers for the daemon's own scenarios (placement, limits, host bounds,
+# scaling), on top of lib.sh. Source after lib.sh.
+
+AW_POLICY_DIR=/etc/adaptive-workers/policies.d
+
+# policy NAME TEXT: write the drop-in NAME.toml (root-owned, 0644)
+policy() {
+    install -d -m 0755 "$AW_POLICY_DIR"
+    printf '%s\n' "$2" > "$AW_POLICY_DIR/$1.toml"
+    chmod 0644 "$AW_POLICY_DIR/$1.toml"
+}
+
+# global_policy TEXT: replace /etc/adaptive-workers/adaptive-workers.toml
+global_policy() {
+    printf '%s\n' "$1" > "$AW_CONF"
+    chmod 0644 "$AW_CONF"
+}
+
+# fresh_daemon: installed, no app policy, default global file, restarted
+fresh_daemon() {
+    ensure_installed
+    rm -f "$AW_POLICY_DIR"/*.toml
+    global_policy "# the built-in defaults"
+    systemctl restart "$AW_UNIT" || fail_unit "$AW_UNIT" "the daemon did not start"
+}
+
+# aw_restart: restart the daemon; systemctl returns once it is READY
+aw_restart() {
+    systemctl restart "$AW_UNIT" || fail_unit "$AW_UNIT" "the daemon did not restart"
+}
+
+# cgroup_of PID: the process's cgroup v2 path
+cgroup_of() { sed -n 's/^0:://p' "/proc/$1/cgroup"; }
+
+# scope_cgroup APP PID: where the daemon puts that worker
+scope_cgroup() { echo "/aw.slice/aw-$1.slice/aw-$1-$2.scope"; }
+
+# in_own_scope APP PID
+in_own_scope() { [ "$(cgroup_of "$2")" = "$(scope_cgroup "$1" "$2")" ]; }
+
+# all_placed APP: every worker of the app's master is in its own scope
+all_placed() {
+    local pid n=0
+    for pid in $(app_workers "$1"); do
+        in_own_scope "$1" "$pid" || return 1
+        n=$((n + 1))
+    done
+    [ "$n" -gt 0 ]
+}
+
+# scope_file APP PID FILE: a file of the worker's scope cgroup
+scope_file() { cat "/sys/fs/cgroup$(scope_cgroup "$1" "$2")/$3"; }
+
+# scope_count APP: worker scopes that exist for the app
+scope_count() {
+    find "/sys/fs/cgroup/aw.slice/aw-$1.slice" -maxdepth 1 -name "aw-$1-*.scope" 2>/dev/null | wc -l
+}
+
+# journal_count FIELD=VALUE...: daemon journal entries since the scenario
+# started that have these fields
+journal_count() {
+    journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o cat --no-pager "$@" | wc -l
+}
+
+# journal_lines [FIELD=VALUE...]: their messages
+# shellcheck disable=SC2120 # the filters are optional
+journal_lines() {
+    journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o cat --no-pager "$@"
+}
+
+# placement_ms PID: milliseconds from the worker's fork to the daemon's
+# "placed" journal entry (both on the monotonic clock, which in the VM
+# equals the boot-time clock /proc/PID/stat counts in)
+placement_ms() {
+    local pid=$1 start_ticks placed_us hz
+    hz=$(getconf CLK_TCK)
+    start_ticks=$(awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$pid/stat")
+    placed_us=$(journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o json --no-pager \
+        ACTION=place WORKER_PID="$pid" |
+        python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["__MONOTONIC_TIMESTAMP"])')
+    echo $(((placed_us - start_ticks * 1000000 / hz) / 1000))
+}
+
+# global_oom_kills: how often the kernel's global OOM killer fired this boot
+global_oom_kills() {
+    journalctl -k -b --no-pager -o cat | grep -c 'constraint=CONSTRAINT_NONE' || true
+}
+
+# status_json: the daemon's state
+status_json() { adaptive-workers status --json; }
+
+# app_counter APP NAME: one of the app's counters from status
+app_counter() {
+    status_json | python3 -c '
+import json, sys
+v = json.load(sys.stdin)
+print(next(a for a in v["apps"] if a["name"] == sys.argv[1])["counters"][sys.argv[2]])' "$1" "$2"
+}
+
+# background_load NAME URL ARGS...: start the load client in the
+# background, output in $AW_RESULT_DIR/NAME.json; wait_load NAME collects it
+background_load() {
+    local name=$1
+    shift
+    python3 "$AW_ROOT/guest/load.py" "$@" > "$AW_RESULT_DIR/$name.json" 2>"$AW_RESULT_DIR/$name.err" &
+    echo $! > "$AW_RESULT_DIR/$name.pid"
+}
+
+# wait_load NAME: wait for it, fail on any failed request, print a summary
+wait_load() {
+    local name=$1 result
+    wait "$(cat "$AW_RESULT_DIR/$name.pid")" || fail "load client $name failed: $(cat "$AW_RESULT_DIR/$name.err")"
+    result=$(cat "$AW_RESULT_DIR/$name.json")
+    [ "$(json_get "$result" failures)" -eq 0 ] ||
+        fail "$name: $(json_get "$result" failures) of $(json_get "$result" requests) requests failed: $(json_get "$result" errors)"
+    pass "$name: $(json_get "$result" requests) requests, 0 failed, p50 $(json_get "$result" p50_ms) ms, p99 $(json_get "$result" p99_ms) ms"
+}
+
+# start_unit_app UNIT PORT: install the sample apps and UNIT, start it, wait
+# until it answers (for apps other than lib.sh's shop and blog)
+start_unit_app() {
+    local unit=$1 port=$2
+    install -d /srv/aw-apps
+    install -m 0644 "$AW_ROOT"/apps/*.py "$AW_ROOT"/apps/*.ini /srv/aw-apps/
+    install -m 0644 "$AW_ROOT/apps/$unit" /etc/systemd/system/
+    systemctl daemon-reload
+    systemctl start "$unit" || fail_unit "$unit" "$unit did not start"
+    wait_for 60 http_ok "http://127.0.0.1:$port/" || fail_unit "$unit" "$unit does not answer on port $port"
+    pass "$unit is up on port $port"
+}
+
+# running_workers MASTER_PID: worker processes (uWSGI cheap slots have none)
+running_workers() { pgrep -P "$1" | wc -l; }
+
+# frozen_scopes APP: worker scopes whose cgroup is frozen
+frozen_scopes() {
+    local n=0 f
+    for f in /sys/fs/cgroup/aw.slice/aw-"$1".slice/aw-"$1"-*.scope/cgroup.events; do
+        [ -e "$f" ] || continue
+        grep -q '^frozen 1' "$f" && n=$((n + 1))
+    done
+    echo "$n"
+}
+
+# durations_us FIELD=VALUE...: DURATION_US of matching journal entries
+durations_us() {
+    journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o json --no-pager "$@" |
+        python3 -c 'import json,sys; [print(json.loads(l).get("DURATION_US", "")) for l in sys.stdin]'
+}

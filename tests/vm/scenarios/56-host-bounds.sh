@@ -1,0 +1,68 @@
+#!/bin/bash
+# Issue 2, host bounds: an unmanaged memory hog pushes host utilisation
+# past the lower bound L (the biggest worker is recycled gracefully), then
+# past the upper bound U (the biggest are killed at once, through systemd
+# on their scopes). The kernel's global OOM killer never fires; the hog
+# itself is never touched.
+set -euo pipefail
+# shellcheck source=tests/vm/guest/lib.sh
+. "$AW_ROOT/guest/lib.sh"
+# shellcheck source=tests/vm/guest/core.sh
+. "$AW_ROOT/guest/core.sh"
+
+fresh_daemon
+global_policy '
+[host]
+lower_bound = "55%"
+upper_bound = "70%"
+cooldown = "1s"
+[workers]
+min_lifetime = "3s"'
+policy shop '
+unit = "uwsgi-shop.service"
+server = "uwsgi"
+[uwsgi]
+stats = "/run/shop/stats.sock"'
+start_app shop
+aw_restart
+wait_for 5 all_placed shop || fail "shop workers not placed"
+oom_before=$(global_oom_kills)
+
+step "workers with different amounts of private memory"
+for round in 1 2 3; do
+    for i in 1 2 3 4; do
+        http_get "http://127.0.0.1:8001/leak?mb=$((10 * i + round * 5))" > /dev/null &
+    done
+    wait
+done
+sleep 4   # past min_lifetime, and one worker tick to read the scopes
+for pid in $(app_workers shop); do
+    echo "$pid $(scope_file shop "$pid" memory.current)"
+done | sort -k2 -n -r | tee "$AW_RESULT_DIR/workers-before.txt"
+biggest=$(head -n 1 "$AW_RESULT_DIR/workers-before.txt" | cut -d' ' -f1)
+pass "biggest worker: $biggest ($(($(head -n 1 "$AW_RESULT_DIR/workers-before.txt" | cut -d' ' -f2) >> 20)) MiB private)"
+
+step "a neighbour takes memory: past L, then past U"
+systemd-run --quiet --wait --pipe --collect --unit=aw-hog \
+    python3 "$AW_ROOT/guest/hog.py" 0.62:8 0.80:8 > "$AW_RESULT_DIR/hog.json" 2>&1 &
+hog=$!
+wait_for 60 test "$(journal_count APP=shop ACTION=recycle)" -gt 0 || fail "no recycle above the lower bound"
+first=$(journal_lines APP=shop ACTION=recycle -o json | head -n 1 |
+    python3 -c 'import json,sys; e=json.loads(sys.stdin.readline()); print(e["WORKER_PID"], e["REASON"])')
+assert_match "$first" "^$biggest host memory [0-9.]+% is above the lower bound 55.0%" "the biggest worker is recycled first, for host memory"
+wait_for 60 test "$(journal_count APP=shop ACTION=kill)" -gt 0 || fail "no kill above the upper bound"
+journal_lines APP=shop ACTION=kill | tee "$AW_RESULT_DIR/kills.txt"
+assert_match "$(head -n 1 "$AW_RESULT_DIR/kills.txt")" "kill worker [0-9]+ of shop: host memory [0-9.]+% is above the upper bound 70.0%" "kill above U"
+wait "$hog" || fail "the hog did not finish: $(cat "$AW_RESULT_DIR/hog.json")"
+pass "the hog ran to its end untouched: $(tr '\n' ' ' < "$AW_RESULT_DIR/hog.json")"
+
+step "no global OOM kill, no kill storm, the app serves again"
+assert_eq "$(global_oom_kills)" "$oom_before" "global OOM kills"
+kills=$(journal_count APP=shop ACTION=kill)
+[ "$kills" -le 8 ] || fail "$kills kills: a kill storm"
+pass "$kills kills, $(journal_count APP=shop ACTION=recycle) recycles"
+wait_for 20 all_placed shop || fail "respawned workers not placed"
+http_ok http://127.0.0.1:8001/ || fail "shop does not answer"
+pass "shop answers with $(app_workers shop | wc -l) workers"
+adaptive-workers events > "$AW_RESULT_DIR/events.txt"
+stop_app shop

@@ -1,0 +1,50 @@
+#!/bin/bash
+# Issue 4 on gunicorn: TTOU to the arbiter when quiet (down to
+# min_workers), TTIN when the accept queue builds. Idle workers are found
+# from /proc (blocked in select on the listening socket): gunicorn has no
+# stats socket. Zero failed requests.
+set -euo pipefail
+# shellcheck source=tests/vm/guest/lib.sh
+. "$AW_ROOT/guest/lib.sh"
+# shellcheck source=tests/vm/guest/core.sh
+. "$AW_ROOT/guest/core.sh"
+
+fresh_daemon
+policy blog '
+unit = "gunicorn-blog.service"
+server = "gunicorn"
+[scaling]
+min_workers = 2
+max_workers = 5
+spare_idle = 0
+grow_backlog = 2
+cooldown_up = "500ms"
+cooldown_down = "4s"'
+start_app blog
+aw_restart
+master=$(app_master blog)
+wait_for 5 all_placed blog || fail "blog workers not placed"
+background_load trickle http://127.0.0.1:8002/ --duration 60 --rate 2 --concurrency 1
+
+step "quiet: TTOU down to min_workers"
+wait_for 30 test "$(running_workers "$master")" -eq 2 || fail "still $(running_workers "$master") workers after 30 s of quiet"
+pass "2 workers"
+
+step "a burst: TTIN as the queue builds"
+python3 "$AW_ROOT/guest/scalewatch.py" 8002 "$master" 2 20 > "$AW_RESULT_DIR/reaction.json" &
+watch=$!
+sleep 0.2
+background_load burst "http://127.0.0.1:8002/sleep?ms=300" --duration 12 --concurrency 12
+wait "$watch"
+reaction=$(cat "$AW_RESULT_DIR/reaction.json")
+ms=$(json_get "$reaction" reaction_ms)
+[ "$ms" != None ] || fail "capacity never grew: $reaction"
+echo "gunicorn_grow_reaction_ms $ms" >> "$AW_RESULT_DIR/figures.txt"
+[ "$ms" -lt 1000 ] || fail "a new worker came $ms ms after the queue built"
+pass "a new worker $ms ms after the queue reached 2"
+wait_load burst
+wait_for 5 all_placed blog || fail "new workers not placed"
+[ "$(running_workers "$master")" -le 5 ] || fail "more than max_workers"
+pass "$(running_workers "$master") workers at most 5"
+wait_load trickle
+stop_app blog
