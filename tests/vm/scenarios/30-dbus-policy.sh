@@ -3,8 +3,9 @@
 # call everything; any other user may read (Status, Events, Workers,
 # introspection, property reads, Peer) but not Reload, RecycleWorker,
 # PauseApp, ResumeApp or Properties.Set, nor own the name. Tested with a
-# stand-in service (guest/fake-bus-service.py), so it does not need the
-# daemon: the daemon is stopped while this runs.
+# stand-in service (guest/fake-bus-service.py), so that part does not need
+# the daemon (stopped meanwhile); then the same through the real daemon and
+# its CLI.
 set -euo pipefail
 # shellcheck source=tests/vm/guest/lib.sh
 . "$AW_ROOT/guest/lib.sh"
@@ -19,6 +20,7 @@ cleanup() {
     systemctl stop aw-fake-bus.service 2>/dev/null || true
     [ "$was_active" != active ] || systemctl start "$AW_UNIT" || true
 }
+
 trap cleanup EXIT
 
 # dbus-daemon picks up new policy files by itself; make it certain.
@@ -74,3 +76,19 @@ systemctl stop aw-fake-bus.service
 out=$(as_nobody python3 "$AW_ROOT/guest/fake-bus-service.py" --try-own) ||
     fail "nobody could own $name: $out"
 pass "nobody: $out"
+
+step "the real daemon: anyone may read, only root may act"
+systemctl stop aw-fake-bus.service 2>/dev/null || true
+systemctl start "$AW_UNIT" || fail_unit "$AW_UNIT" "the daemon did not start"
+wait_for 20 owned || fail_unit "$AW_UNIT" "the daemon does not own $name"
+out=$(as_nobody adaptive-workers status 2>&1) || fail "nobody: adaptive-workers status failed: $out"
+pass "nobody: adaptive-workers status -> $(head -n 1 <<<"$out")"
+out=$(as_nobody adaptive-workers events --max 1 2>&1) || fail "nobody: adaptive-workers events failed: $out"
+pass "nobody: adaptive-workers events"
+if out=$(as_nobody adaptive-workers reload 2>&1); then
+    fail "nobody: adaptive-workers reload succeeded: $out"
+fi
+grep -qi 'denied' <<<"$out" || fail "nobody: adaptive-workers reload failed, but not as denied: $out"
+pass "nobody: adaptive-workers reload refused: $(head -n 1 <<<"$out")"
+out=$(adaptive-workers reload 2>&1) || fail "root: adaptive-workers reload failed: $out"
+pass "root: adaptive-workers reload -> $(head -n 1 <<<"$out")"
