@@ -5,14 +5,16 @@ use std::process::ExitCode;
 
 use crate::cgroup::CgroupFs;
 use crate::paths::HostPaths;
-use crate::policy;
+use crate::policy::uwsgi_ini::{UwsgiIni, cheaper_manual_problem, freeze_is_unsafe};
+use crate::policy::{self, AppPolicy, ScaleDown, ServerKind};
 
 pub fn run(root: &Path) -> ExitCode {
     let paths = HostPaths::new(root);
     match policy::load(&paths) {
         Ok(p) => {
             print!("{}", p.to_toml());
-            for w in environment_warnings(&paths) {
+            let app_warnings = p.apps.iter().flat_map(|a| scaling_warnings(&paths, a));
+            for w in environment_warnings(&paths).into_iter().chain(app_warnings) {
                 eprintln!("warning: {w}");
             }
             ExitCode::SUCCESS
@@ -29,6 +31,39 @@ pub fn run(root: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What a uWSGI app with `[scaling]` needs that its policy or its ini
+/// (when the policy names a readable one) lacks.
+fn scaling_warnings(paths: &HostPaths, app: &AppPolicy) -> Vec<String> {
+    let (Some(scaling), ServerKind::Uwsgi) = (&app.scaling, app.server) else {
+        return Vec::new();
+    };
+    let file = app.file.display();
+    let mut w = Vec::new();
+    if app.uwsgi.master_fifo.is_none() {
+        w.push(format!("{file}: [scaling] on uWSGI needs uwsgi.master_fifo: the daemon changes the worker count through it"));
+    }
+    if app.uwsgi.stats.is_none() {
+        w.push(format!("{file}: [scaling] on uWSGI needs uwsgi.stats: without it the daemon cannot tell idle workers or cheap slots, and will not scale"));
+    }
+    let Some(ini) = &app.uwsgi.ini else {
+        w.push(format!("{file}: set uwsgi.ini so that check can verify the uWSGI side (cheaper-algo = manual, thunder-lock)"));
+        return w;
+    };
+    match UwsgiIni::read(&paths.resolve(ini)) {
+        Ok(parsed) => {
+            w.extend(cheaper_manual_problem(&parsed).map(|p| format!("{file}: {p}")));
+            if scaling.scale_down == ScaleDown::Freeze {
+                w.extend(
+                    freeze_is_unsafe(&parsed)
+                        .map(|p| format!("{file}: {p}; the daemon will stop idle workers instead")),
+                );
+            }
+        }
+        Err(e) => w.push(format!("{file}: cannot check the uWSGI side: {e}")),
+    }
+    w
 }
 
 /// Things that do not make the policy invalid but will stop the daemon

@@ -2,7 +2,11 @@
 
 mod assets;
 mod check;
+mod client;
+mod import;
+mod inspect;
 mod status;
+mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +88,78 @@ pub enum Command {
         /// The app's name.
         app: String,
     },
+    /// Make an app policy from a uWSGI ini file.
+    ///
+    /// Maps reload-on-rss and evil-reload-on-rss (MB) to the soft and hard
+    /// limits, min-worker-lifetime, the stats socket and master FIFO, and in
+    /// cheaper mode (cheaper-algo = manual) processes/cheaper/cheaper-step
+    /// and the listening sockets to [scaling]. Prints the policy on stdout
+    /// and notes on stderr: what was not mapped and why, and who runs the
+    /// app. For Debian's /etc/uwsgi/apps-enabled/NAME.ini it reads
+    /// /usr/share/uwsgi/conf/default.ini first, as the init script does, and
+    /// explains why the init script's uwsgi.service cannot be managed (it
+    /// has no main PID) and which unit to create instead.
+    ///
+    /// Example: adaptive-workers import-uwsgi /etc/uwsgi/apps-enabled/shop.ini --write
+    ImportUwsgi {
+        /// The app's uWSGI ini file.
+        ini: PathBuf,
+        /// The ini section to read.
+        #[arg(long, default_value = "uwsgi")]
+        section: String,
+        /// The app's .service unit (default: guessed from the layout, or
+        /// NAME.service).
+        #[arg(long)]
+        unit: Option<String>,
+        /// The app's name (default: the ini file's name without .ini).
+        #[arg(long)]
+        name: Option<String>,
+        /// Write /etc/adaptive-workers/policies.d/NAME.toml.
+        #[arg(long)]
+        write: bool,
+        /// Overwrite that file if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Resolve host paths (the ini, its includes, /etc, /usr/share)
+        /// under this directory instead of /.
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Audit thread stacks: what each thread reserves and touches, and
+    /// what smaller stacks would save.
+    ///
+    /// glibc gives every thread made with default attributes a stack of the
+    /// RLIMIT_STACK soft limit (usually 8 MiB). For each process (an app's
+    /// master and workers as the daemon knows them, or a PID and, for a
+    /// uWSGI/gunicorn master, its children) this lists every thread's stack
+    /// (reserved, resident, guard) and recommends uWSGI's threads-stacksize
+    /// (KB) and/or LimitSTACK= on the service, sized at 4 × the largest
+    /// resident stack (rounded up to a power of two, at least 64K), with the
+    /// address space it saves. Needs root (or the processes' owner) to read
+    /// their threads' stack pointers.
+    ///
+    /// Example: adaptive-workers inspect shop; adaptive-workers inspect 4242 --json
+    Inspect {
+        /// An app name (its processes come from the daemon) or a PID.
+        target: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A live view: host memory against the bounds, PSI, apps, workers'
+    /// private memory against their limits, and the last decisions.
+    ///
+    /// Reads from the running daemon over D-Bus; q or Ctrl-C quits.
+    ///
+    /// Example: adaptive-workers top --interval 2s; adaptive-workers top --once
+    Top {
+        /// How often to refresh (e.g. 500ms, 1s, 5s).
+        #[arg(long, default_value = "1s", value_parser = crate::policy::values::parse_duration)]
+        interval: std::time::Duration,
+        /// Print one frame without terminal control and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Write the man pages and shell completions into DIR (used by the
     /// package build).
     #[command(hide = true)]
@@ -128,6 +204,29 @@ pub fn main() -> ExitCode {
         Command::Resume { app } => {
             runtime().and_then(|rt| rt.block_on(status::act(status::Act::Pause(app, false))))
         }
+        Command::Inspect { target, json } => {
+            runtime().and_then(|rt| rt.block_on(inspect::run(&target, json)))
+        }
+        Command::Top { interval, once } => {
+            runtime().and_then(|rt| rt.block_on(top::run(interval, once)))
+        }
+        Command::ImportUwsgi {
+            ini,
+            section,
+            unit,
+            name,
+            write,
+            force,
+            root,
+        } => import::run(&import::Args {
+            ini,
+            section: Some(section),
+            unit,
+            name,
+            write,
+            force,
+            root,
+        }),
         Command::GenerateAssets { dir } => assets::generate(&dir).map(|_| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {

@@ -3,52 +3,29 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow};
-
-use crate::daemon::bus::Daemon1Proxy;
+use super::client::{connect, events_of, events_text, status_of, status_text, unreachable_daemon};
 use crate::daemon::report::{AppView, Event, StatusView, WorkerView};
 use crate::policy::Mode;
 use crate::policy::values::human_size;
 
-async fn proxy() -> anyhow::Result<Daemon1Proxy<'static>> {
-    let conn = zbus::Connection::system()
-        .await
-        .context("failed to connect to the system bus")?;
-    Ok(Daemon1Proxy::new(&conn).await?)
-}
-
-fn not_running(e: zbus::Error) -> anyhow::Error {
-    let text = e.to_string();
-    if text.contains("ServiceUnknown") || text.contains("was not provided") {
-        anyhow!(
-            "the daemon is not running (nothing owns org.adaptiveworkers.Daemon on the system bus); \
-             start it with: systemctl start adaptive-workers"
-        )
-    } else {
-        anyhow!(e).context("failed to ask the daemon")
-    }
-}
-
 pub async fn status(json: bool) -> anyhow::Result<ExitCode> {
-    let text = proxy().await?.status().await.map_err(not_running)?;
+    let proxy = connect().await?;
     if json {
-        println!("{text}");
+        println!("{}", status_text(&proxy).await?);
         return Ok(ExitCode::SUCCESS);
     }
-    let view: StatusView =
-        serde_json::from_str(&text).context("the daemon's answer is not status JSON")?;
+    let view = status_of(&proxy).await?;
     print!("{}", render(&view));
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn events(max: u32, json: bool) -> anyhow::Result<ExitCode> {
-    let text = proxy().await?.events(max).await.map_err(not_running)?;
+    let proxy = connect().await?;
     if json {
-        println!("{text}");
+        println!("{}", events_text(&proxy, max).await?);
         return Ok(ExitCode::SUCCESS);
     }
-    let events: Vec<Event> =
-        serde_json::from_str(&text).context("the daemon's answer is not events JSON")?;
+    let events = events_of(&proxy, max).await?;
     if events.is_empty() {
         println!("no decisions yet");
     }
@@ -66,7 +43,7 @@ pub enum Act {
 }
 
 pub async fn act(what: Act) -> anyhow::Result<ExitCode> {
-    let p = proxy().await?;
+    let p = connect().await?;
     let answer = match &what {
         Act::Reload => p.reload().await,
         Act::Recycle(pid) => p.recycle_worker(*pid).await,
@@ -89,7 +66,7 @@ pub async fn act(what: Act) -> anyhow::Result<ExitCode> {
             eprintln!("{msg}");
             Ok(ExitCode::FAILURE)
         }
-        Err(e) => Err(not_running(e)),
+        Err(e) => Err(unreachable_daemon(e)),
     }
 }
 
@@ -183,6 +160,19 @@ fn render_app(out: &mut String, a: &AppView) {
         );
     }
     let _ = writeln!(out, "{line}");
+    if a.paused {
+        let _ = writeln!(
+            out,
+            "  paused: decisions are logged, not carried out (adaptive-workers resume {})",
+            a.name
+        );
+    }
+    if let Some(why) = &a.freeze_refused {
+        let _ = writeln!(
+            out,
+            "  freeze refused, idle workers are stopped instead: {why}"
+        );
+    }
     if a.workers.is_empty() {
         return;
     }

@@ -26,7 +26,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         let Some(snap) = self.snapshot() else {
             return;
         };
-        let policy = effective_policy(&self.policy, &self.paused);
+        let policy = effective_policy(&self.policy, &self.paused, &self.apps);
         let mut queue: VecDeque<Decision> = engine::decide(&policy, &snap, &mut self.engine).into();
         while let Some(d) = queue.pop_front() {
             queue.extend(self.act(d).await);
@@ -48,7 +48,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         if self.engine.is_busy(&worker) {
             return Err(format!("worker {pid} is already being recycled"));
         }
-        let mode = effective_policy(&self.policy, &self.paused)
+        let mode = effective_policy(&self.policy, &self.paused, &self.apps)
             .app(&name)
             .map_or(Mode::Enforce, |a| a.mode);
         self.engine.pending.insert(
@@ -273,17 +273,27 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     }
 }
 
-/// The policy the engine sees: paused apps act as in observe mode.
+/// The policy the engine sees: paused apps act as in observe mode, and
+/// apps whose workers must not be frozen scale down by stopping them.
 fn effective_policy<'a>(
     policy: &'a crate::policy::Policy,
     paused: &std::collections::BTreeSet<String>,
+    apps: &std::collections::BTreeMap<String, super::model::AppRuntime>,
 ) -> std::borrow::Cow<'a, crate::policy::Policy> {
-    if paused.is_empty() {
+    let no_freeze = |name: &str| apps.get(name).is_some_and(|a| a.freeze_refused.is_some());
+    if paused.is_empty() && !policy.apps.iter().any(|a| no_freeze(&a.name)) {
         return std::borrow::Cow::Borrowed(policy);
     }
     let mut p = policy.clone();
-    for app in p.apps.iter_mut().filter(|a| paused.contains(&a.name)) {
-        app.mode = Mode::Observe;
+    for app in p.apps.iter_mut() {
+        if paused.contains(&app.name) {
+            app.mode = Mode::Observe;
+        }
+        if no_freeze(&app.name)
+            && let Some(s) = app.scaling.as_mut()
+        {
+            s.scale_down = crate::policy::ScaleDown::Stop;
+        }
     }
     std::borrow::Cow::Owned(p)
 }

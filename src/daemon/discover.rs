@@ -341,3 +341,27 @@ fn new_worker(stat: &PidStat, scope: String, cgroup: String, adopted: bool) -> W
         leaving: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_started_now_is_young() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let procfs = crate::procfs::ProcFs::new(&crate::paths::HostPaths::system());
+        let stat = procfs.pid_stat(child.id()).unwrap();
+        let age = age_of(stat.starttime);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            age < Duration::from_secs(2),
+            "age of a process just started: {age:?}"
+        );
+        let init = procfs.pid_stat(1).unwrap();
+        assert!(age_of(init.starttime) > age);
+    }
+}

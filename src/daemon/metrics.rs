@@ -245,9 +245,11 @@ pub fn render(status: &StatusView, actions: &ActionCounts) -> String {
     o.0
 }
 
-/// Binds the endpoint and serves it in the background.
-pub async fn serve(addr: SocketAddr, shared: Arc<Mutex<Shared>>) -> std::io::Result<()> {
+/// Binds the endpoint and serves it in the background; returns the
+/// address bound (port 0 picks a free one).
+pub async fn serve(addr: SocketAddr, shared: Arc<Mutex<Shared>>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
     tracing::info!("metrics on http://{addr}/metrics");
     tokio::spawn(async move {
         loop {
@@ -262,7 +264,7 @@ pub async fn serve(addr: SocketAddr, shared: Arc<Mutex<Shared>>) -> std::io::Res
             }
         }
     });
-    Ok(())
+    Ok(addr)
 }
 
 async fn read_request(sock: &mut TcpStream) -> Option<String> {
@@ -373,10 +375,7 @@ mod tests {
     async fn serves_metrics_over_http() {
         let shared = Arc::new(Mutex::new(Shared::default()));
         shared.lock().unwrap().status = view();
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = probe.local_addr().unwrap();
-        drop(probe);
-        serve(addr, shared).await.unwrap();
+        let addr = serve("127.0.0.1:0".parse().unwrap(), shared).await.unwrap();
         let get = |path: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())

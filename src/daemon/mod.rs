@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod report;
 mod run;
+mod safety;
 mod sense;
 pub mod signal;
 
@@ -151,6 +152,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     /// memory files, OOM kills; then decide, act and publish.
     pub async fn worker_tick(&mut self) {
         self.refresh_services().await;
+        self.check_freeze_safety();
         let names: Vec<String> = self.apps.keys().cloned().collect();
         for name in &names {
             self.adopt(name).await;
@@ -166,6 +168,29 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         self.check_oom_kills();
         self.decide_and_act().await;
         self.publish();
+    }
+
+    /// Refuses `scale_down = "freeze"` where freezing is unsafe (see
+    /// [`safety`]); says so when that changes.
+    fn check_freeze_safety(&mut self) {
+        for app in self.apps.values_mut() {
+            let refusal = safety::freeze_refusal(&self.procfs, &self.paths, app);
+            if refusal == app.freeze_refused {
+                continue;
+            }
+            let name = app.policy.name.as_str();
+            match &refusal {
+                Some(why) => tracing::error!(
+                    app = name,
+                    "not freezing workers of {name}, stopping them instead: {why}"
+                ),
+                None if app.freeze_refused.is_some() => {
+                    tracing::info!(app = name, "freezing idle workers of {name} is safe again")
+                }
+                None => {}
+            }
+            app.freeze_refused = refusal;
+        }
     }
 
     /// A process forked: if its parent is a managed master, place the

@@ -31,6 +31,8 @@ pub struct AppRuntime {
     pub retry_after: BTreeMap<u32, Instant>,
     /// When a roster problem was last logged (to log once a minute).
     pub roster_warned: Option<Instant>,
+    /// Why `scale_down = "freeze"` is refused for this app, if it is.
+    pub freeze_refused: Option<String>,
     /// Inodes of the app's listening sockets (see daemon::backlog).
     pub listen_inodes: Vec<u64>,
     /// The limits the worker scopes have; differs from the policy's after
@@ -96,6 +98,7 @@ impl AppRuntime {
             roster_warned: None,
             limits_applied: (None, None),
             listen_inodes: Vec::new(),
+            freeze_refused: None,
         };
         app.limits_applied = app.limits();
         app

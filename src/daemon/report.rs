@@ -172,6 +172,10 @@ pub struct AppView {
     /// An operator paused it: decisions are logged, not carried out.
     #[serde(default)]
     pub paused: bool,
+    /// Why its idle workers are stopped rather than frozen, when freezing
+    /// was asked for but is unsafe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_refused: Option<String>,
     pub master_pid: Option<u32>,
     pub soft_limit: Option<u64>,
     pub hard_limit: Option<u64>,

@@ -199,6 +199,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 server: app.policy.server.as_str().into(),
                 mode: Some(app.policy.mode),
                 paused: self.paused.contains(&app.policy.name),
+                freeze_refused: app.freeze_refused.clone(),
                 master_pid: app.master(),
                 soft_limit: app.policy.memory.soft_limit.map(|s| s.0),
                 hard_limit: app.policy.memory.hard_limit.map(|s| s.0),

@@ -558,3 +558,92 @@ async fn many_workers_are_placed_with_bounded_calls_in_flight() {
         "{max} StartTransientUnit calls in flight at once"
     );
 }
+
+/// A uWSGI app that scales down by freezing, with its ini at
+/// /etc/uwsgi/scale.ini; returns the daemon after two quiet ticks.
+async fn quiet_freezing_app(ini: &str) -> (Host, Daemon<FakeSystemd, RecordingSignaller>) {
+    use crate::backlog::{ListenAddr, Listener};
+    let h = Host::new(0.3);
+    h.write("/etc/uwsgi/scale.ini", ini);
+    let mut d = h.daemon(h.policy(
+        "scale",
+        "unit = \"scale.service\"\nserver = \"uwsgi\"\n[uwsgi]\nini = \"/etc/uwsgi/scale.ini\"\nmaster_fifo = \"/run/scale/fifo\"\n[scaling]\nmin_workers = 1\nmax_workers = 4\nspare_idle = 0\ncooldown_down = \"0\"\nscale_down = \"freeze\"\n",
+    ));
+    let workers = [MASTER + 1, MASTER + 2];
+    let cg = d
+        .systemd
+        .add_service("scale.service", MASTER, &[MASTER, workers[0], workers[1]])
+        .unwrap();
+    h.process(MASTER, 1, &cg);
+    h.write(
+        &format!("/proc/{MASTER}/cmdline"),
+        "uwsgi\0--ini\0/etc/uwsgi/scale.ini\0",
+    );
+    let fd_dir = h.paths().resolve(format!("/proc/{MASTER}/fd"));
+    fs::create_dir_all(&fd_dir).unwrap();
+    std::os::unix::fs::symlink("socket:[777]", fd_dir.join("3")).unwrap();
+    for w in workers {
+        h.process(w, MASTER, &cg);
+        // Idle: blocked in epoll_wait.
+        h.write(
+            &format!("/proc/{w}/syscall"),
+            "232 0x4 0x7ffc 0x1 0xffffffff 0x0 0x0 0x7ffc 0x7f5a\n",
+        );
+        h.scope_memory(&scope_cgroup_of("scale", w), 10 * MB);
+    }
+    d.listeners = Some(Box::new(vec![Listener {
+        inode: 777,
+        addr: ListenAddr::Tcp("127.0.0.1:8003".parse().unwrap()),
+        queue: 0,
+        max: 128,
+    }]));
+    d.worker_tick().await;
+    for w in workers {
+        h.scope_memory(&scope_cgroup_of("scale", w), 10 * MB);
+    }
+    d.worker_tick().await;
+    d.worker_tick().await;
+    (h, d)
+}
+
+fn scope_cgroup_of(app: &str, pid: u32) -> String {
+    format!("/aw.slice/aw-{app}.slice/aw-{app}-{pid}.scope")
+}
+
+#[tokio::test]
+async fn thunder_lock_means_stop_not_freeze() {
+    let (_h, d) = quiet_freezing_app("[uwsgi]\nmaster = true\nthunder-lock = true\n").await;
+    let why = d.apps["scale"]
+        .freeze_refused
+        .clone()
+        .expect("freeze refused");
+    assert!(why.contains("thunder-lock"), "{why}");
+    assert!(
+        !d.systemd.calls().iter().any(|c| c.starts_with("freeze")),
+        "{:?}",
+        d.systemd.calls()
+    );
+    let events = d.shared.lock().unwrap().events.recent(10);
+    assert!(events.iter().any(|e| e.action == "shrink"), "{events:?}");
+    let view = d.shared.lock().unwrap().status.clone();
+    assert!(
+        view.apps[0]
+            .freeze_refused
+            .as_deref()
+            .is_some_and(|w| w.contains("thunder-lock"))
+    );
+}
+
+#[tokio::test]
+async fn without_thunder_lock_idle_workers_are_frozen() {
+    let (_h, d) = quiet_freezing_app("[uwsgi]\nmaster = true\n").await;
+    assert_eq!(d.apps["scale"].freeze_refused, None);
+    assert!(
+        d.systemd
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("freeze aw-scale-")),
+        "{:?}",
+        d.systemd.calls()
+    );
+}

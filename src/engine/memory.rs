@@ -68,6 +68,16 @@ fn biggest_first<'a>(policy: &Policy, snap: &'a Snapshot) -> Vec<Candidate<'a>> 
     all
 }
 
+/// A worker is worth acting on for host memory only if it holds at least
+/// this share of what must be freed: a fresh respawn holding next to
+/// nothing would be killed for no gain, again and again, while an
+/// unmanaged process keeps the memory.
+const WORTH_SHARE: f64 = 0.01;
+
+fn worth_it(c: &Candidate, needed: u64) -> bool {
+    c.worker.private_bytes > 0 && c.worker.private_bytes as f64 >= needed as f64 * WORTH_SHARE
+}
+
 /// k = ceil(N·((m−L)/(U−L))²), between 1 and N.
 pub fn host_k(workers: usize, m: f64, lower: f64, upper: f64) -> u32 {
     if workers == 0 {
@@ -164,7 +174,7 @@ fn kill_biggest(
             break;
         }
         let key = c.key();
-        if state.killed.contains_key(&key) {
+        if state.killed.contains_key(&key) || !worth_it(c, needed) {
             continue;
         }
         state.pending.remove(&key);
@@ -208,10 +218,12 @@ fn recycle_biggest(
         return;
     }
     let m = snap.host.utilisation();
+    let needed = ((m - host.lower_bound.0) * snap.host.mem_total as f64).max(1.0) as u64;
     let mut chosen = 0;
     for c in all.iter().take(k as usize) {
         let key = c.key();
-        if in_flight + chosen >= k || state.is_busy(&key) || c.worker.frozen {
+        if in_flight + chosen >= k || state.is_busy(&key) || c.worker.frozen || !worth_it(c, needed)
+        {
             continue;
         }
         let mode = mode_of(policy, c.app);

@@ -21,6 +21,8 @@ use crate::policy::{AppPolicy, Policy, ScaleDown, ScalingPolicy, ServerKind};
 pub struct ScalingState {
     pub last_up: Option<Duration>,
     pub last_down: Option<Duration>,
+    /// Since when the app has been quiet enough to shrink, without a break.
+    pub quiet_since: Option<Duration>,
 }
 
 impl ScalingState {
@@ -61,6 +63,7 @@ pub(super) fn decide(
         }
         if let Some(d) = grow(policy, ap, sp, snap, app, st) {
             st.last_up = Some(snap.now);
+            st.quiet_since = None;
             out.push(d);
         } else if let Some(d) = shrink(ap, sp, snap, app, st) {
             st.last_down = Some(snap.now);
@@ -168,9 +171,12 @@ fn shrink(
     sp: &ScalingPolicy,
     snap: &Snapshot,
     app: &AppSample,
-    st: &ScalingState,
+    st: &mut ScalingState,
 ) -> Option<Vec<Decision>> {
-    let backlog = app.backlog?;
+    let Some(backlog) = app.backlog else {
+        st.quiet_since = None;
+        return None;
+    };
     let n = active(app);
     let idle: Vec<_> = app
         .workers
@@ -178,9 +184,14 @@ fn shrink(
         .filter(|w| !w.frozen && w.idle == Some(true))
         .collect();
     let idle_n = idle.len() as u32;
-    if backlog.queued > sp.shrink_backlog
-        || idle_n <= sp.spare_idle
-        || n <= sp.min_workers
+    if backlog.queued > sp.shrink_backlog || idle_n <= sp.spare_idle || n <= sp.min_workers {
+        st.quiet_since = None;
+        return None;
+    }
+    // Quiet must have lasted the whole cool-down (from daemon start too),
+    // and the last change be that long ago.
+    let quiet_since = *st.quiet_since.get_or_insert(snap.now);
+    if snap.now.saturating_sub(quiet_since) < sp.cooldown_down.0
         || since(snap.now, st.last_change()) < sp.cooldown_down.0
     {
         return None;

@@ -318,10 +318,12 @@ fn backlog_grows_and_quiet_shrinks() {
             count: 1
         }
     );
-    // Quiet, 3 idle of 4: shrink only after the down cool-down.
+    // Quiet, 3 idle of 4: shrink only once quiet has lasted the down
+    // cool-down (10 s from 5 s on), not merely 10 s after the last change.
     let quiet = [true, true, true, false];
     assert!(decide(&p, &scaling_snap(5000, 0, &quiet, &[]), &mut st).is_empty());
-    let d = decide(&p, &scaling_snap(11_000, 0, &quiet, &[]), &mut st);
+    assert!(decide(&p, &scaling_snap(11_000, 0, &quiet, &[]), &mut st).is_empty());
+    let d = decide(&p, &scaling_snap(15_000, 0, &quiet, &[]), &mut st);
     assert_eq!(
         d[0].action,
         Action::Shrink {
@@ -332,6 +334,53 @@ fn backlog_grows_and_quiet_shrinks() {
     // Never below min_workers.
     let d = decide(&p, &scaling_snap(30_000, 0, &[true, true], &[]), &mut st);
     assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
+fn quiet_must_last_the_cool_down_even_right_after_start() {
+    let p = policy(vec![scaling_app(2, 6, ScaleDown::Stop)]);
+    let mut st = EngineState::default();
+    let quiet = [true, true, true];
+    // The daemon just started: no change yet, but no quiet seen either.
+    assert!(decide(&p, &scaling_snap(0, 0, &quiet, &[]), &mut st).is_empty());
+    assert!(decide(&p, &scaling_snap(9_900, 0, &quiet, &[]), &mut st).is_empty());
+    // A busy moment restarts the clock.
+    assert!(
+        decide(
+            &p,
+            &scaling_snap(9_950, 1, &[true, false, false], &[]),
+            &mut st
+        )
+        .is_empty()
+    );
+    assert!(decide(&p, &scaling_snap(15_000, 0, &quiet, &[]), &mut st).is_empty());
+    let d = decide(&p, &scaling_snap(25_000, 0, &quiet, &[]), &mut st);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(
+        matches!(d[0].action, Action::Shrink { count: 1, .. }),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn tiny_workers_are_not_worth_a_host_kill() {
+    // Host at 97% because of something else; the only workers are fresh
+    // respawns (old enough, but holding almost nothing).
+    let p = policy(vec![app_policy("a", None)]);
+    let mut st = EngineState::default();
+    let d = decide(
+        &p,
+        &snapshot(100, 0.97, vec![("a", vec![worker(1, 0), worker(2, 1)])]),
+        &mut st,
+    );
+    assert!(d.is_empty(), "{d:?}");
+    // A worker with real memory is still killed.
+    let d = decide(
+        &p,
+        &snapshot(101, 0.97, vec![("a", vec![worker(1, 0), worker(3, 400)])]),
+        &mut st,
+    );
+    assert_eq!(pids(&d, "kill"), vec![3]);
 }
 
 #[test]
@@ -361,6 +410,14 @@ fn uwsgi_grows_only_into_cheap_slots() {
 fn freeze_parks_and_thaws_first() {
     let p = policy(vec![scaling_app(1, 4, ScaleDown::Freeze)]);
     let mut st = EngineState::default();
+    assert!(
+        decide(
+            &p,
+            &scaling_snap(10_000, 0, &[true, true, true], &[]),
+            &mut st
+        )
+        .is_empty()
+    );
     let d = decide(
         &p,
         &scaling_snap(20_000, 0, &[true, true, true], &[]),

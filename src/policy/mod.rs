@@ -8,6 +8,7 @@
 mod error;
 mod fragments;
 mod load;
+pub mod uwsgi_ini;
 pub mod values;
 
 #[cfg(test)]

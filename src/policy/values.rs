@@ -76,6 +76,9 @@ pub fn format_size(bytes: u64) -> String {
 /// (Policies print with [`format_size`], which is exact.)
 pub fn human_size(bytes: u64) -> String {
     for (unit, m) in SIZE_UNITS {
+        if bytes >= m && bytes.is_multiple_of(m) {
+            return format!("{}{unit}", bytes / m);
+        }
         if bytes >= m {
             let v = bytes as f64 / m as f64;
             return match v {
@@ -283,6 +286,11 @@ mod tests {
         assert_eq!(human_size(2_074_611_712), "1.93G");
         assert_eq!(human_size(300 << 20), "300M");
         assert_eq!(human_size(512), "512B");
+        assert_eq!(
+            human_size(60 << 20),
+            "60M",
+            "exact sizes as written in policies"
+        );
     }
 
     #[test]

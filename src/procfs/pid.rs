@@ -167,6 +167,27 @@ impl ProcFs {
     /// Inodes of the sockets `pid` holds open, sorted and without
     /// duplicates; matched against sock_diag listeners to find which
     /// process owns a listening socket.
+    /// The command line, one argument each (lossily decoded).
+    pub fn pid_cmdline(&self, pid: u32) -> Result<Vec<String>, ProcError> {
+        self.nul_separated(pid, "cmdline")
+    }
+
+    /// The environment the process started with, as `KEY=value` strings.
+    pub fn pid_environ(&self, pid: u32) -> Result<Vec<String>, ProcError> {
+        self.nul_separated(pid, "environ")
+    }
+
+    fn nul_separated(&self, pid: u32, file: &str) -> Result<Vec<String>, ProcError> {
+        let dir = self.pid_dir(pid);
+        let path = dir.join(file);
+        let bytes = fs::read(&path).map_err(|e| classify(e, &path, Some(&dir)))?;
+        Ok(bytes
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect())
+    }
+
     pub fn socket_inodes(&self, pid: u32) -> Result<Vec<u64>, ProcError> {
         let dir = self.pid_dir(pid);
         let fd_dir = dir.join("fd");

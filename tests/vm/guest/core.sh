@@ -39,10 +39,21 @@ scope_cgroup() { echo "/aw.slice/aw-$1.slice/aw-$1-$2.scope"; }
 # in_own_scope APP PID
 in_own_scope() { [ "$(cgroup_of "$2")" = "$(scope_cgroup "$1" "$2")" ]; }
 
+# unit_of APP: the sample app's service (lib.sh knows shop and blog)
+unit_of() {
+    case $1 in
+        scale) echo uwsgi-scale.service ;;
+        *) app_unit "$1" ;;
+    esac
+}
+
+# workers_of APP: worker pids, one a line (the master's children)
+workers_of() { pgrep -P "$(unit_prop "$(unit_of "$1")" MainPID)" | sort -n; }
+
 # all_placed APP: every worker of the app's master is in its own scope
 all_placed() {
     local pid n=0
-    for pid in $(app_workers "$1"); do
+    for pid in $(workers_of "$1"); do
         in_own_scope "$1" "$pid" || return 1
         n=$((n + 1))
     done

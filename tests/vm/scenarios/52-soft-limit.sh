@@ -62,7 +62,10 @@ for app in shop blog; do
     assert_eq "$(app_workers "$app" | wc -l)" "$workers_before" "$app worker count after the respawn"
     assert_eq "$(journal_count APP="$app" ACTION=kill)" 0 "kills (the graceful recycle sufficed)"
     if [ "$app" = shop ]; then
-        journalctl -u uwsgi-shop.service --since "$AW_SINCE" --no-pager -o cat | grep -q "Gracefully killing worker" ||
+        # The worker logs from its own scope now: its lines belong to
+        # aw-shop-PID.scope, so the service's log needs the scopes too.
+        journalctl -u uwsgi-shop.service -u 'aw-shop-*' --since "$AW_SINCE" --no-pager -o cat |
+            grep -q "Gracefully killing worker" ||
             fail "uWSGI did not log a graceful kill for the SIGHUP"
         pass "uWSGI logged \"Gracefully killing worker\" ($signal)"
     fi

@@ -1,0 +1,286 @@
+//! The ini reader against uWSGI's own behaviour. Where a test says "uWSGI
+//! says", the expected value was printed by Debian's uWSGI 2.0.21
+//! (`uwsgi --ini FILE --get KEY` or `--show-config`) on the same input.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+
+use super::*;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/uwsgi")
+}
+
+fn parse(text: &str) -> UwsgiIni {
+    UwsgiIni::parse(Path::new("/etc/uwsgi/apps-enabled/shop.ini"), text, "uwsgi").expect("parses")
+}
+
+#[test]
+fn keys_values_comments_and_bare_flags() {
+    let ini = parse(
+        "; comment\n# comment\n  # indented comment\n[uwsgi]\nmaster\n  processes   =   4  \n\
+         c = x ; not a comment\nsocket=/a\nsocket = /b\n\n[other]\nprocesses = 9\n",
+    );
+    assert_eq!(ini.get("master"), Some(""));
+    assert!(ini.flag("master"));
+    assert_eq!(ini.get("processes"), Some("4"));
+    // uWSGI says: c = x ; not a comment
+    assert_eq!(ini.get("c"), Some("x ; not a comment"));
+    assert_eq!(ini.get_all("socket"), ["/a", "/b"]);
+    assert_eq!(ini.get("socket"), Some("/b"));
+    assert_eq!(ini.first("socket").map(|e| e.line), Some(8));
+    assert_eq!(ini.last("processes").map(|e| e.line), Some(6));
+}
+
+#[test]
+fn boolean_forms() {
+    let ini = parse(
+        "[uwsgi]\na = true\nb = 1\nc = yes\nd\ne = false\nf = 0\ng = Off\nh = no\ni = true\ni = false\n",
+    );
+    for k in ["a", "b", "c", "d"] {
+        assert!(ini.flag(k), "{k}");
+    }
+    for k in ["e", "f", "g", "h", "i", "missing"] {
+        assert!(!ini.flag(k), "{k}");
+    }
+}
+
+#[test]
+fn placeholders_take_the_first_value_and_may_look_ahead() {
+    let ini = parse(
+        "[uwsgi]\na = first\na = second\nb = %(a)\nafter = %(late)/x\nlate = L\n\
+         nope = %(missing)\nsum = %(n + 2 * 3)\nn = 4\ncat = %(n n ++)\nopen = %(a\n",
+    );
+    // uWSGI says: b = first, after = L, nope = %(missing)
+    assert_eq!(ini.get("b"), Some("first"));
+    assert_eq!(ini.get("after"), Some("L/x"));
+    assert_eq!(ini.get("nope"), Some("%(missing)"));
+    assert!(
+        ini.notes().iter().any(|n| n.contains("%(missing)")),
+        "{:?}",
+        ini.notes()
+    );
+    assert_eq!(ini.get("sum"), Some("18"));
+    assert_eq!(ini.get("cat"), Some("45"));
+    assert_eq!(ini.get("open"), Some("%(a"));
+}
+
+#[test]
+fn placeholder_names_are_exact() {
+    // uWSGI says: x = %(foo-bar)|1
+    let ini = parse("[uwsgi]\nfoo_bar = 1\nx = %(foo-bar)|%(foo_bar)\n");
+    assert_eq!(ini.get("x"), Some("%(foo-bar)|1"));
+}
+
+#[test]
+fn a_placeholder_loop_does_not_hang() {
+    let ini = parse("[uwsgi]\na = %(b)\nb = %(a)\n");
+    assert_eq!(ini.get("a"), Some(""));
+    assert!(ini.notes().iter().any(|n| n.contains("refers to itself")));
+}
+
+#[test]
+fn magic_variables_refer_to_the_file() {
+    let ini = parse("[uwsgi]\nx = %d|%n|%c|%p|%s|%e|%%|%0/%1/%2|%z|%h\n");
+    // uWSGI says (for a file /tmp/uw/t3.ini): %d /tmp/uw/, %n t3, %c uw,
+    // %% %, an unknown letter nothing.
+    assert_eq!(
+        ini.get("x"),
+        Some(
+            "/etc/uwsgi/apps-enabled/|shop|apps-enabled|/etc/uwsgi/apps-enabled/shop.ini|shop.ini|ini|%|etc/uwsgi/apps-enabled||%h"
+        )
+    );
+    assert!(ini.notes().iter().any(|n| n.contains("%z")));
+    assert!(ini.notes().iter().any(|n| n.contains("%h depends")));
+}
+
+#[test]
+fn environment_and_files_in_values() {
+    let dir = TempDir::new().unwrap();
+    let name = dir.path().join("hostname");
+    fs::write(&name, "web1\n").unwrap();
+    let ini = parse(&format!(
+        "[uwsgi]\nhome = $(HOME)/x\nnode = @({})\ngone = @(/no/such/file)\n",
+        name.display()
+    ));
+    assert_eq!(ini.get("home"), Some("$(HOME)/x"));
+    assert_eq!(ini.get("node"), Some("web1"));
+    assert_eq!(ini.get("gone"), Some("@(/no/such/file)"));
+    assert!(ini.notes().iter().any(|n| n.contains("$(HOME)")));
+}
+
+#[test]
+fn sections_by_name_and_includes_in_place() {
+    let dir = TempDir::new().unwrap();
+    let main = dir.path().join("app.ini");
+    fs::write(
+        &main,
+        "[uwsgi]\na = 1\nini = :other\nini = %dsub/inc.ini\nb = 2\n[other]\nfrom_other = %n\n",
+    )
+    .unwrap();
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    fs::write(dir.path().join("sub/inc.ini"), "[uwsgi]\ninc = %n %c\n").unwrap();
+    let ini = UwsgiIni::read(&main).unwrap();
+    let keys: Vec<_> = ini.entries().iter().map(|e| e.key.as_str()).collect();
+    // uWSGI says the options are in this order ("expand asap").
+    assert_eq!(keys, ["a", "ini", "from_other", "ini", "inc", "b"]);
+    assert_eq!(ini.get("from_other"), Some("app"));
+    assert_eq!(ini.get("inc"), Some("inc sub"));
+    assert_eq!(ini.files().len(), 3);
+
+    let other = UwsgiIni::read(Path::new(&format!("{}:other", main.display()))).unwrap();
+    assert_eq!(other.get("from_other"), Some("app"));
+    assert_eq!(other.get("a"), None);
+}
+
+#[test]
+fn an_include_loop_is_an_error_at_its_line() {
+    let dir = TempDir::new().unwrap();
+    let main = dir.path().join("loop.ini");
+    fs::write(&main, "[uwsgi]\nx = 1\nini = %p\n").unwrap();
+    let err = UwsgiIni::read(&main).unwrap_err().to_string();
+    assert!(err.contains("loop.ini:3: includes nest deeper"), "{err}");
+}
+
+#[test]
+fn a_missing_include_names_the_including_line() {
+    let dir = TempDir::new().unwrap();
+    let main = dir.path().join("a.ini");
+    fs::write(&main, "[uwsgi]\n\ninclude = /no/such.ini\n").unwrap();
+    let err = UwsgiIni::read(&main).unwrap_err().to_string();
+    assert!(
+        err.contains("a.ini:3: failed to read included /no/such.ini"),
+        "{err}"
+    );
+}
+
+#[test]
+fn broken_fixture_names_file_and_line() {
+    let path = fixtures().join("broken.ini");
+    let err = UwsgiIni::read(&path).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:5: ", path.display())), "{err}");
+    assert!(err.contains("no closing ']'"), "{err}");
+}
+
+#[test]
+fn other_errors() {
+    let p = Path::new("/x.ini");
+    let err = UwsgiIni::parse(p, "[uwsgi]\n = 5\n", "uwsgi")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "/x.ini:2: \"= 5\" has no option name before '='");
+    let err = UwsgiIni::parse(p, "[app]\na = 1\n", "uwsgi")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "/x.ini: has no [uwsgi] section");
+    let err = UwsgiIni::read(Path::new("/no/such/dir/x.ini"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("failed to read /no/such/dir/x.ini: "),
+        "{err}"
+    );
+    let dir = TempDir::new().unwrap();
+    let bad = dir.path().join("bin.ini");
+    fs::write(&bad, b"[uwsgi]\na = 1\nb = \xff\n").unwrap();
+    let err = UwsgiIni::read(&bad).unwrap_err().to_string();
+    assert!(err.ends_with("bin.ini:3: not UTF-8 text"), "{err}");
+}
+
+#[test]
+fn debian_layout_with_default_ini_preset_and_root() {
+    // As Debian's init script runs an app: default.ini first, then the
+    // app's file through its apps-enabled symlink, with deb-confnamespace
+    // and deb-confname from the environment.
+    let root = fixtures().join("debian");
+    let opts = ReadOptions {
+        root: Some(root),
+        preset: vec![
+            ("deb-confnamespace".into(), "app".into()),
+            ("deb-confname".into(), "shop".into()),
+        ],
+        before: vec![PathBuf::from("/usr/share/uwsgi/conf/default.ini")],
+    };
+    let ini = UwsgiIni::read_with(Path::new("/etc/uwsgi/apps-enabled/shop.ini"), &opts).unwrap();
+    // uWSGI says all of these (run in the fixture directory).
+    assert_eq!(ini.get("chdir"), Some("/srv/shop"));
+    assert_eq!(ini.get("module"), Some("shop.wsgi:app"));
+    assert_eq!(ini.get("master-fifo"), Some("/run/uwsgi/app/shop/fifo"));
+    assert_eq!(ini.get("stats"), Some("/run/uwsgi/app/shop/stats.sock"));
+    assert_eq!(
+        ini.get("logto"),
+        Some("/var/log/uwsgi/apps-enabled/shop.log")
+    );
+    assert_eq!(ini.get("socket"), Some("/run/uwsgi/app/shop/socket"));
+    assert_eq!(ini.first("workers").map(|e| e.value.as_str()), Some("2"));
+    assert_eq!(ini.get("workers"), Some("5"));
+    assert!(ini.flag("master"));
+    assert_eq!(
+        ini.last("socket").map(|e| e.file.clone()),
+        Some(PathBuf::from("/usr/share/uwsgi/conf/default.ini"))
+    );
+}
+
+#[test]
+fn underscore_spellings_are_found_not_merged() {
+    let ini = parse("[uwsgi]\nreload_on_rss = 200\nmy_var = 1\n");
+    assert_eq!(ini.get("reload-on-rss"), None);
+    let found = ini.underscore_spellings(&["reload-on-rss"]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].1, "reload-on-rss");
+    assert_eq!(found[0].0.line, 2);
+}
+
+#[test]
+fn freeze_is_unsafe_with_thunder_lock() {
+    assert!(freeze_is_unsafe(&parse("[uwsgi]\nmaster\n")).is_none());
+    assert!(freeze_is_unsafe(&parse("[uwsgi]\nthunder-lock = false\n")).is_none());
+    let why = freeze_is_unsafe(&parse("[uwsgi]\nmaster\nthunder-lock\n")).unwrap();
+    assert!(why.contains("shop.ini:3: thunder-lock"), "{why}");
+    assert!(why.contains("\"stop\""), "{why}");
+}
+
+#[test]
+fn cheaper_manual_problem_says_what_is_missing() {
+    let ok =
+        parse("[uwsgi]\nprocesses = 6\ncheaper = 2\ncheaper-algo = manual\nmaster-fifo = /run/f\n");
+    assert_eq!(cheaper_manual_problem(&ok), None);
+    let none = cheaper_manual_problem(&parse("[uwsgi]\nprocesses = 4\n")).unwrap();
+    assert!(none.contains("cheaper-algo = manual"), "{none}");
+    assert!(none.contains("cheaper = N"), "{none}");
+    assert!(none.contains("master-fifo"), "{none}");
+    assert!(!none.contains("processes = N"), "{none}");
+    let spare = cheaper_manual_problem(&parse(
+        "[uwsgi]\nworkers = 2\ncheaper = 2\ncheaper-algo = spare\nmaster-fifo = /f\n",
+    ))
+    .unwrap();
+    assert!(spare.contains("it is \"spare\""), "{spare}");
+    assert!(spare.contains("processes above cheaper"), "{spare}");
+}
+
+#[test]
+fn numbers_as_strtoul_reads_them() {
+    assert_eq!(leading_number("300"), 300);
+    assert_eq!(leading_number(" 300M"), 300);
+    assert_eq!(leading_number("x"), 0);
+    assert_eq!(leading_number(""), 0);
+    assert_eq!(leading_number("99999999999999999999999"), u64::MAX);
+}
+
+#[test]
+fn specs_with_sections() {
+    assert_eq!(
+        split_spec(Path::new("/a/b.ini:app")),
+        (PathBuf::from("/a/b.ini"), "app".into())
+    );
+    assert_eq!(
+        split_spec(Path::new("/a/b.ini")),
+        (PathBuf::from("/a/b.ini"), "uwsgi".into())
+    );
+    assert_eq!(
+        split_spec(Path::new("/a:b/c.ini")),
+        (PathBuf::from("/a:b/c.ini"), "uwsgi".into())
+    );
+}

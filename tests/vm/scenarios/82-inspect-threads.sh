@@ -1,0 +1,113 @@
+#!/bin/bash
+# inspect on a threaded uWSGI app. With threads = 50 each worker runs 49
+# request threads (the 50th core is the main thread) with glibc's default
+# stack, the RLIMIT_STACK soft limit (8 MiB): inspect shows them, and
+# recommends threads-stacksize and LimitSTACK= with the address space it
+# saves. With threads-stacksize = 64 the same threads reserve 64 KiB each.
+set -euo pipefail
+# shellcheck source=tests/vm/guest/lib.sh
+. "$AW_ROOT/guest/lib.sh"
+# shellcheck source=tests/vm/guest/core.sh
+. "$AW_ROOT/guest/core.sh"
+
+app=threads
+unit=aw-threads.service
+ini=/srv/aw-apps/threads.ini
+port=8006
+
+cleanup() {
+    systemctl stop "$unit" 2>/dev/null || true
+    rm -f "/etc/systemd/system/$unit" "$ini" "$AW_POLICY_DIR/$app.toml"
+    systemctl daemon-reload
+}
+trap cleanup EXIT
+
+workers() { pgrep -P "$(unit_prop "$unit" MainPID)" | sort -n; }
+all_in_scopes() {
+    local pid n=0
+    for pid in $(workers); do
+        [ "$(cgroup_of "$pid")" = "$(scope_cgroup "$app" "$pid")" ] || return 1
+        n=$((n + 1))
+    done
+    [ "$n" -eq 2 ]
+}
+# threads_with JSON BYTES: per worker, its non-main threads reserving BYTES
+threads_with() {
+    python3 - "$1" "$2" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+size = int(sys.argv[2])
+for p in report["processes"]:
+    if p["role"] == "worker":
+        print(sum(1 for s in p["stacks"] if not s["main"] and s["reserved_bytes"] == size))
+PY
+}
+
+fresh_daemon
+install -d /srv/aw-apps
+install -m 0644 "$AW_ROOT/apps/app.py" /srv/aw-apps/
+cat > "$ini" <<INI
+[uwsgi]
+plugins = python3
+master = true
+processes = 2
+threads = 50
+http-socket = 127.0.0.1:$port
+wsgi-file = /srv/aw-apps/app.py
+stats = /run/aw-threads/stats.sock
+need-app = true
+INI
+cat > "/etc/systemd/system/$unit" <<UNIT
+[Unit]
+Description=Threaded uWSGI app for inspect
+[Service]
+Type=notify
+ExecStart=/usr/bin/uwsgi --ini $ini
+RuntimeDirectory=aw-threads
+KillSignal=SIGQUIT
+UNIT
+systemctl daemon-reload
+policy "$app" "
+unit = \"$unit\"
+server = \"uwsgi\"
+[uwsgi]
+stats = \"/run/aw-threads/stats.sock\""
+aw_restart
+systemctl start "$unit" || fail_unit "$unit" "$unit did not start"
+wait_for 60 http_ok "http://127.0.0.1:$port/" || fail_unit "$unit" "$app does not answer"
+wait_for 10 all_in_scopes || fail "workers not placed"
+assert_eq "$(unit_prop "$unit" LimitSTACKSoft)" 8388608 "RLIMIT_STACK soft limit of the service"
+
+step "threads = 50: 49 default 8 MiB stacks per worker, and a recommendation"
+adaptive-workers inspect "$app" --json > "$AW_RESULT_DIR/before.json" || fail "inspect $app failed"
+adaptive-workers inspect "$app" | tee "$AW_RESULT_DIR/before.txt"
+for n in $(threads_with "$AW_RESULT_DIR/before.json" $((8 << 20))); do
+    [ "$n" -ge 49 ] || fail "a worker has $n threads with an 8 MiB stack, not 49"
+done
+pass "every worker: at least 49 threads reserving 8 MiB"
+text=$(cat "$AW_RESULT_DIR/before.txt")
+assert_match "$text" "threads-stacksize = [0-9]+" "recommends threads-stacksize"
+assert_match "$text" "LimitSTACK=[0-9]+[KM]" "recommends LimitSTACK="
+assert_match "$text" "49 threads reserve the default 8.00M stack" "counts the default stacks"
+assert_match "$text" "saves up to [0-9.]+M of address space" "says what it saves"
+master=$(unit_prop "$unit" MainPID)
+adaptive-workers inspect "$master" > "$AW_RESULT_DIR/by-pid.txt" || fail "inspect $master failed"
+assert_match "$(head -n 1 "$AW_RESULT_DIR/by-pid.txt")" "^inspect $master: 3 process" "a master PID brings its children"
+
+step "threads-stacksize = 64: the same threads reserve 64 KiB"
+echo "threads-stacksize = 64" >> "$ini"
+systemctl restart "$unit" || fail_unit "$unit" "$unit did not restart"
+wait_for 60 http_ok "http://127.0.0.1:$port/" || fail_unit "$unit" "$app does not answer"
+wait_for 10 all_in_scopes || fail "new workers not placed"
+adaptive-workers inspect "$app" --json > "$AW_RESULT_DIR/after.json" || fail "inspect $app failed"
+adaptive-workers inspect "$app" | tee "$AW_RESULT_DIR/after.txt"
+for n in $(threads_with "$AW_RESULT_DIR/after.json" $((64 << 10))); do
+    [ "$n" -ge 49 ] || fail "a worker has $n threads with a 64 KiB stack, not 49"
+done
+pass "every worker: at least 49 threads reserving 64 KiB"
+for n in $(threads_with "$AW_RESULT_DIR/after.json" $((8 << 20))); do
+    [ "$n" -eq 0 ] || note "$n threads still have the default stack (made by the app or a library, not by uWSGI)"
+done
+journalctl -u "$unit" --since "$AW_SINCE" -o cat --no-pager | grep -q "threads stack size set to 64k" ||
+    fail "uWSGI did not log its threads stack size"
+pass "uWSGI: threads stack size set to 64k"
