@@ -1,5 +1,6 @@
 //! Subcommands and their output.
 
+mod assets;
 mod check;
 mod client;
 mod import;
@@ -159,6 +160,10 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Write the man pages and shell completions into DIR (used by the
+    /// package build).
+    #[command(hide = true)]
+    GenerateAssets { dir: PathBuf },
 }
 
 /// Prints an error with its whole chain of causes.
@@ -222,6 +227,7 @@ pub fn main() -> ExitCode {
             force,
             root,
         }),
+        Command::GenerateAssets { dir } => assets::generate(&dir).map(|_| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         print_error(&e);

@@ -1,0 +1,78 @@
+# adaptive-workers: one entry point for developers and CI.
+#
+#   make check     everything CI runs, in this order: prereqs fmt-check lint
+#                  test package lintian vm
+#   make package   release build + man pages/completions + .deb + .rpm
+#   make vm        the VM suite on the packages (tests/vm/run; see
+#                  tests/vm/README.md for scenario selection and options)
+#   make demo      boot the VM with the package installed, run tests/vm/demo.sh
+#   make prereqs   install what is missing (Debian packages, cargo tools)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := check
+
+CARGO ?= cargo
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+# Packages land here (crate-relative, whatever CARGO_TARGET_DIR says).
+DEB_DIR := target/debian
+RPM_DIR := target/generate-rpm
+# Same files, higher version: what tests/vm/scenarios/90-upgrade.sh and
+# 95-rpm.sh upgrade to.
+UPGRADE_DIR := target/upgrade
+ASSETS_DIR := target/assets
+BIN := $(or $(CARGO_TARGET_DIR),target)/release/adaptive-workers
+SHELL_SCRIPTS := .ci/run .ci/prereqs tests/vm/run tests/vm/summary \
+	tests/vm/image/build tests/vm/image/customize tests/vm/image/aw-vm-boot \
+	tests/vm/guest/*.sh tests/vm/scenarios/*.sh tests/vm/demo.sh \
+	packaging/debian/postinst packaging/debian/postrm
+
+.PHONY: check prereqs fmt-check lint clippy shellcheck test package lintian vm demo clean-vm
+
+check: prereqs fmt-check lint test package lintian vm
+
+prereqs:
+	@.ci/prereqs
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint: clippy shellcheck
+
+clippy:
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+shellcheck:
+	shellcheck -x $(SHELL_SCRIPTS)
+	shellcheck -s sh packaging/rpm/*.sh
+
+test:
+	$(CARGO) test --locked
+
+# One release build feeds both packages. cargo-deb empties target/debian on
+# every run, so the upgrade packages are built first, elsewhere.
+package:
+	$(CARGO) build --release --locked
+	rm -rf $(ASSETS_DIR) $(RPM_DIR) $(UPGRADE_DIR)
+	mkdir -p $(RPM_DIR) $(UPGRADE_DIR)
+	$(BIN) generate-assets $(ASSETS_DIR)
+	$(CARGO) deb --no-build --locked --deb-version $(VERSION)-1+vmupgrade -o $(UPGRADE_DIR)/
+	$(CARGO) generate-rpm -s 'release = "2.vmupgrade"' -o $(UPGRADE_DIR)/
+	$(CARGO) deb --no-build --locked -o $(DEB_DIR)/
+	$(CARGO) generate-rpm -o $(RPM_DIR)/
+	@ls -l $(DEB_DIR)/*.deb $(RPM_DIR)/*.rpm
+
+# Errors and warnings fail; every override is explained in
+# packaging/debian/lintian-overrides. Informational tags are shown.
+lintian: package
+	lintian --display-info --fail-on error,warning $(DEB_DIR)/adaptive-workers_*.deb
+
+vm: package
+	tests/vm/run --no-build
+
+demo: prereqs package
+	tests/vm/run --no-build --demo
+
+# The cached VM images (rebuilt on the next `make vm`).
+clean-vm:
+	rm -rf $${AW_VM_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/adaptive-workers/vm} target/vm

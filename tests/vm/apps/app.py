@@ -1,0 +1,74 @@
+"""A tiny WSGI app for the VM tests (stdlib only), served by uWSGI
+(uwsgi-shop.service) and gunicorn (gunicorn-blog.service).
+
+  /               fast "ok"
+  /pid            the pid of the worker that served the request
+  /leak?mb=N      keep N more MiB in a module-level list: a leaking worker
+                  (the pages are written, so they count as private memory)
+  /free           drop what /leak kept
+  /sleep?ms=N     hold the worker for N ms (a busy worker, a growing backlog)
+  /mem            this worker's pid, leaked MiB and VmRSS/RssAnon in kB
+"""
+
+import json
+import os
+import time
+from urllib.parse import parse_qs
+
+LEAKED = []
+
+
+def _status_kb(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def _int_arg(environ, name, default):
+    values = parse_qs(environ.get("QUERY_STRING", "")).get(name)
+    try:
+        return int(values[0]) if values else default
+    except ValueError:
+        return default
+
+
+def _json(obj):
+    return "200 OK", "application/json", (json.dumps(obj) + "\n").encode()
+
+
+def _route(environ):
+    path = environ.get("PATH_INFO", "/")
+    if path == "/":
+        return "200 OK", "text/plain", b"ok\n"
+    if path == "/pid":
+        return "200 OK", "text/plain", f"{os.getpid()}\n".encode()
+    if path == "/leak":
+        mb = _int_arg(environ, "mb", 1)
+        # bytearray(n) would be calloc'ed zero pages that are never
+        # touched; repeating a non-zero byte writes every page.
+        LEAKED.append(bytearray(b"\xa5") * (mb * 1024 * 1024))
+        return _json({"pid": os.getpid(), "leaked_mb": sum(len(b) for b in LEAKED) >> 20})
+    if path == "/free":
+        LEAKED.clear()
+        return _json({"pid": os.getpid(), "leaked_mb": 0})
+    if path == "/sleep":
+        time.sleep(_int_arg(environ, "ms", 100) / 1000)
+        return "200 OK", "text/plain", b"slept\n"
+    if path == "/mem":
+        return _json(
+            {
+                "pid": os.getpid(),
+                "leaked_mb": sum(len(b) for b in LEAKED) >> 20,
+                "vm_rss_kb": _status_kb("VmRSS"),
+                "rss_anon_kb": _status_kb("RssAnon"),
+            }
+        )
+    return "404 Not Found", "text/plain", b"not found\n"
+
+
+def application(environ, start_response):
+    status, ctype, body = _route(environ)
+    start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
+    return [body]
