@@ -69,13 +69,17 @@ fn biggest_first<'a>(policy: &Policy, snap: &'a Snapshot) -> Vec<Candidate<'a>> 
 }
 
 /// A worker is worth acting on for host memory only if it holds at least
-/// this share of what must be freed: a fresh respawn holding next to
-/// nothing would be killed for no gain, again and again, while an
-/// unmanaged process keeps the memory.
+/// this share of the band between the bounds, (U − L)·MemTotal: a fresh
+/// respawn holding next to nothing would be recycled or killed for no
+/// gain, again and again, while an unmanaged process keeps the memory.
+/// (Measured against the band rather than the current excess, which is
+/// tiny just past L.)
 const WORTH_SHARE: f64 = 0.01;
 
-fn worth_it(c: &Candidate, needed: u64) -> bool {
-    c.worker.private_bytes > 0 && c.worker.private_bytes as f64 >= needed as f64 * WORTH_SHARE
+fn worth_it(c: &Candidate, policy: &Policy, snap: &Snapshot) -> bool {
+    let h = &policy.global.host;
+    let band = (h.upper_bound.0 - h.lower_bound.0) * snap.host.mem_total as f64;
+    c.worker.private_bytes > 0 && c.worker.private_bytes as f64 >= band * WORTH_SHARE
 }
 
 /// k = ceil(N·((m−L)/(U−L))²), between 1 and N.
@@ -174,7 +178,7 @@ fn kill_biggest(
             break;
         }
         let key = c.key();
-        if state.killed.contains_key(&key) || !worth_it(c, needed) {
+        if state.killed.contains_key(&key) || !worth_it(c, policy, snap) {
             continue;
         }
         state.pending.remove(&key);
@@ -218,11 +222,13 @@ fn recycle_biggest(
         return;
     }
     let m = snap.host.utilisation();
-    let needed = ((m - host.lower_bound.0) * snap.host.mem_total as f64).max(1.0) as u64;
     let mut chosen = 0;
     for c in all.iter().take(k as usize) {
         let key = c.key();
-        if in_flight + chosen >= k || state.is_busy(&key) || c.worker.frozen || !worth_it(c, needed)
+        if in_flight + chosen >= k
+            || state.is_busy(&key)
+            || c.worker.frozen
+            || !worth_it(c, policy, snap)
         {
             continue;
         }

@@ -414,6 +414,25 @@ fn tiny_workers_are_not_worth_a_host_kill() {
 }
 
 #[test]
+fn tiny_workers_are_not_recycled_just_above_the_lower_bound() {
+    // 10 GB host, bounds 80% and 90%: the band is 1 GB, 1% of it 10 MB.
+    let p = policy(vec![app_policy("a", None)]);
+    let mut st = EngineState::default();
+    let d = decide(
+        &p,
+        &snapshot(100, 0.801, vec![("a", vec![worker(1, 2), worker(2, 9)])]),
+        &mut st,
+    );
+    assert!(d.is_empty(), "{d:?}");
+    let d = decide(
+        &p,
+        &snapshot(101, 0.801, vec![("a", vec![worker(1, 2), worker(3, 60)])]),
+        &mut st,
+    );
+    assert_eq!(pids(&d, "recycle"), vec![3]);
+}
+
+#[test]
 fn uwsgi_grows_only_into_cheap_slots() {
     let p = policy(vec![scaling_app(1, 6, ScaleDown::Stop)]);
     let mut st = EngineState::default();
@@ -575,9 +594,10 @@ proptest! {
             let w = d.action.worker().unwrap();
             snap.apps.iter().flat_map(|a| &a.workers).find(|s| s.pid == w.pid).unwrap().private_bytes
         }).collect();
-        // Only workers past their min_lifetime (30 s here) can be chosen.
+        // Only workers past their min_lifetime (30 s here) and holding 1% of
+        // the band between the bounds (10 GB × 10% × 1%) can be chosen.
         let mut all: Vec<u64> = snap.apps.iter().flat_map(|a| a.workers.iter())
-            .filter(|w| w.age >= Duration::from_secs(30))
+            .filter(|w| w.age >= Duration::from_secs(30) && w.private_bytes as f64 >= 0.001 * (10 * GB) as f64)
             .map(|w| w.private_bytes).collect();
         all.sort_unstable_by(|a, b| b.cmp(a));
         prop_assert_eq!(&killed[..], &all[..killed.len()]);

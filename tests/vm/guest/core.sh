@@ -166,3 +166,12 @@ durations_us() {
     journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o json --no-pager "$@" |
         python3 -c 'import json,sys; [print(json.loads(l).get("DURATION_US", "")) for l in sys.stdin]'
 }
+
+# Predicates for wait_for, which re-runs its command: an argument such as
+# "$(running_workers ...)" would be expanded once, before waiting.
+journal_has() { [ "$(journal_count "$@")" -gt 0 ]; }
+workers_eq() { [ "$(running_workers "$1")" -eq "$2" ]; }
+workers_ge() { [ "$(running_workers "$1")" -ge "$2" ]; }
+frozen_ge() { [ "$(frozen_scopes "$1")" -ge "$2" ]; }
+frozen_eq() { [ "$(frozen_scopes "$1")" -eq "$2" ]; }
+scopes_eq() { [ "$(scope_count "$1")" -eq "$2" ]; }

@@ -42,7 +42,7 @@ assert_match "$kline" "constraint=CONSTRAINT_MEMCG" "the kill was confined to th
 assert_eq "$(global_oom_kills)" "$oom_before" "global OOM kills"
 
 step "the daemon reports it"
-wait_for 5 test "$(journal_count APP=shop ACTION=oom-kill)" -gt 0 || fail "the daemon did not report the OOM kill"
+wait_for 5 journal_has APP=shop ACTION=oom-kill || fail "the daemon did not report the OOM kill"
 assert_match "$(journal_lines APP=shop ACTION=oom-kill | head -n 1)" "hard limit of 150M" "journal names the hard limit"
 assert_eq "$(app_counter shop oom_kills)" 1 "oom_kills in status"
 adaptive-workers events | tee "$AW_RESULT_DIR/events.txt" | grep -q "oom-kill" || fail "events do not show the oom-kill"

@@ -46,11 +46,11 @@ step "a neighbour takes memory: past L, then past U"
 systemd-run --quiet --wait --pipe --collect --unit=aw-hog \
     python3 "$AW_ROOT/guest/hog.py" 0.62:8 0.80:8 > "$AW_RESULT_DIR/hog.json" 2>&1 &
 hog=$!
-wait_for 60 test "$(journal_count APP=shop ACTION=recycle)" -gt 0 || fail "no recycle above the lower bound"
+wait_for 60 journal_has APP=shop ACTION=recycle || fail "no recycle above the lower bound"
 first=$(journal_lines APP=shop ACTION=recycle -o json | head -n 1 |
     python3 -c 'import json,sys; e=json.loads(sys.stdin.readline()); print(e["WORKER_PID"], e["REASON"])')
 assert_match "$first" "^$biggest host memory [0-9.]+% is above the lower bound 55.0%" "the biggest worker is recycled first, for host memory"
-wait_for 60 test "$(journal_count APP=shop ACTION=kill)" -gt 0 || fail "no kill above the upper bound"
+wait_for 60 journal_has APP=shop ACTION=kill || fail "no kill above the upper bound"
 journal_lines APP=shop ACTION=kill | tee "$AW_RESULT_DIR/kills.txt"
 assert_match "$(head -n 1 "$AW_RESULT_DIR/kills.txt")" "kill worker [0-9]+ of shop: host memory [0-9.]+% is above the upper bound 70.0%" "kill above U"
 wait "$hog" || fail "the hog did not finish: $(cat "$AW_RESULT_DIR/hog.json")"

@@ -23,7 +23,7 @@ assert_eq "$(scope_count shop)" 4 "scopes"
 
 step "stopping the app leaves zero scopes"
 systemctl stop uwsgi-shop.service
-wait_for 10 test "$(scope_count shop)" -eq 0 || fail "$(scope_count shop) scopes left after stopping the app"
+wait_for 10 scopes_eq shop 0 || fail "$(scope_count shop) scopes left after stopping the app"
 assert_eq "$(systemctl list-units --all --plain --no-legend 'aw-shop-*.scope' | wc -l)" 0 "aw-shop scope units"
 
 step "restarting the app: new workers, new scopes"

@@ -28,7 +28,7 @@ assert_eq "$(scope_file shop "$pid" memory.max)" max "memory.max in observe mode
 step "a worker passes the soft limit: logged, not acted on"
 workers_before=$(app_workers shop)
 for _ in $(seq 1 12); do http_get "http://127.0.0.1:8001/leak?mb=10" > /dev/null; done
-wait_for 10 test "$(journal_count APP=shop ACTION=recycle MODE=observe)" -gt 0 || fail "no observed decision logged"
+wait_for 10 journal_has APP=shop ACTION=recycle MODE=observe || fail "no observed decision logged"
 line=$(journal_lines APP=shop ACTION=recycle | head -n 1)
 assert_match "$line" "^would recycle worker [0-9]+ of shop: private memory .* above the soft limit 60M" "logged with its reason"
 sleep 3

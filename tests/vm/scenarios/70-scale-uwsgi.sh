@@ -35,7 +35,7 @@ assert_eq "$(running_workers "$master")" 3 "workers at start (cheaper-initial)"
 background_load trickle http://127.0.0.1:8003/ --duration 60 --rate 2 --concurrency 1
 
 step "quiet: the app shrinks to min_workers"
-wait_for 30 test "$(running_workers "$master")" -eq 2 || fail "still $(running_workers "$master") workers after 30 s of quiet"
+wait_for 30 workers_eq "$master" 2 || fail "still $(running_workers "$master") workers after 30 s of quiet"
 assert_match "$(journal_lines APP=scale ACTION=shrink | head -n 1)" "shrink scale by 1: [0-9]+ idle workers with 0 queued connections" "journal says why"
 pass "shrunk to 2 workers"
 
@@ -52,7 +52,7 @@ ms=$(json_get "$reaction" reaction_ms)
 echo "uwsgi_grow_reaction_ms $ms" >> "$AW_RESULT_DIR/figures.txt"
 [ "$ms" -lt 1000 ] || fail "a new worker came $ms ms after the queue built"
 pass "a new worker $ms ms after the queue reached 2"
-wait_for 15 test "$(running_workers "$master")" -ge 4 || fail "only $(running_workers "$master") workers under the burst"
+wait_for 15 workers_ge "$master" 4 || fail "only $(running_workers "$master") workers under the burst"
 assert_match "$(journal_lines APP=scale ACTION=grow | head -n 1)" "grow scale by 1: [0-9]+ connections wait in the accept queue" "journal says why"
 wait_for 5 all_placed scale || fail "new workers not placed"
 pass "$(running_workers "$master") workers under the burst, all in scopes"
@@ -61,7 +61,7 @@ max=$(journal_count APP=scale ACTION=grow)
 pass "$max grow decisions"
 
 step "quiet again: back to min_workers, never below"
-wait_for 60 test "$(running_workers "$master")" -eq 2 || fail "still $(running_workers "$master") workers after the burst"
+wait_for 60 workers_eq "$master" 2 || fail "still $(running_workers "$master") workers after the burst"
 sleep 6
 assert_eq "$(running_workers "$master")" 2 "workers after a further quiet cool-down"
 wait_load trickle

@@ -32,7 +32,7 @@ wait_for 5 all_placed scale || fail "scale workers not placed"
 background_load trickle http://127.0.0.1:8003/ --duration 50 --rate 3 --concurrency 1
 
 step "quiet: idle workers are frozen, not stopped"
-wait_for 40 test "$(frozen_scopes scale)" -ge 2 || fail "only $(frozen_scopes scale) frozen scopes after 40 s of quiet"
+wait_for 40 frozen_ge scale 2 || fail "only $(frozen_scopes scale) frozen scopes after 40 s of quiet"
 assert_eq "$(running_workers "$master")" 3 "worker processes (frozen ones still exist)"
 assert_match "$(journal_lines APP=scale ACTION=freeze | head -n 1)" "freeze worker [0-9]+ of scale: [0-9]+ idle workers" "journal says why"
 assert_eq "$(journal_count APP=scale ACTION=thaw REASON='the worker was busy when frozen')" 0 "workers found busy right after freezing"
@@ -40,7 +40,7 @@ pass "$(frozen_scopes scale) scopes frozen"
 
 step "a burst thaws the parked workers first"
 background_load burst "http://127.0.0.1:8003/sleep?ms=300" --duration 10 --concurrency 12
-wait_for 10 test "$(frozen_scopes scale)" -eq 0 || fail "$(frozen_scopes scale) scopes still frozen under the burst"
+wait_for 10 frozen_eq scale 0 || fail "$(frozen_scopes scale) scopes still frozen under the burst"
 durations_us APP=scale ACTION=thaw > "$AW_RESULT_DIR/thaw-us.txt"
 worst=$(sort -n "$AW_RESULT_DIR/thaw-us.txt" | tail -n 1)
 [ -n "$worst" ] || fail "no thaw in the journal"

@@ -27,7 +27,7 @@ wait_for 5 all_placed blog || fail "blog workers not placed"
 background_load trickle http://127.0.0.1:8002/ --duration 60 --rate 2 --concurrency 1
 
 step "quiet: TTOU down to min_workers"
-wait_for 30 test "$(running_workers "$master")" -eq 2 || fail "still $(running_workers "$master") workers after 30 s of quiet"
+wait_for 30 workers_eq "$master" 2 || fail "still $(running_workers "$master") workers after 30 s of quiet"
 pass "2 workers"
 
 step "a burst: TTIN as the queue builds"

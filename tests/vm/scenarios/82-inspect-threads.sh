@@ -78,7 +78,17 @@ wait_for 60 http_ok "http://127.0.0.1:$port/" || fail_unit "$unit" "$app does no
 wait_for 10 all_in_scopes || fail "workers not placed"
 assert_eq "$(unit_prop "$unit" LimitSTACKSoft)" 8388608 "RLIMIT_STACK soft limit of the service"
 
+# all_threads_up: every worker runs its 50 threads (uWSGI starts them
+# after the fork; under emulation that takes a moment)
+all_threads_up() {
+    local pid
+    for pid in $(workers); do
+        [ "$(awk '/^Threads:/ {print $2}' "/proc/$pid/status")" -ge 50 ] || return 1
+    done
+}
+
 step "threads = 50: 49 default 8 MiB stacks per worker, and a recommendation"
+wait_for 30 all_threads_up || fail "workers did not start their 50 threads"
 adaptive-workers inspect "$app" --json > "$AW_RESULT_DIR/before.json" || fail "inspect $app failed"
 adaptive-workers inspect "$app" | tee "$AW_RESULT_DIR/before.txt"
 for n in $(threads_with "$AW_RESULT_DIR/before.json" $((8 << 20))); do
@@ -88,7 +98,7 @@ pass "every worker: at least 49 threads reserving 8 MiB"
 text=$(cat "$AW_RESULT_DIR/before.txt")
 assert_match "$text" "threads-stacksize = [0-9]+" "recommends threads-stacksize"
 assert_match "$text" "LimitSTACK=[0-9]+[KM]" "recommends LimitSTACK="
-assert_match "$text" "49 threads reserve the default 8.00M stack" "counts the default stacks"
+assert_match "$text" "49 threads reserve the default 8M stack" "counts the default stacks"
 assert_match "$text" "saves up to [0-9.]+M of address space" "says what it saves"
 master=$(unit_prop "$unit" MainPID)
 adaptive-workers inspect "$master" > "$AW_RESULT_DIR/by-pid.txt" || fail "inspect $master failed"
@@ -99,6 +109,7 @@ echo "threads-stacksize = 64" >> "$ini"
 systemctl restart "$unit" || fail_unit "$unit" "$unit did not restart"
 wait_for 60 http_ok "http://127.0.0.1:$port/" || fail_unit "$unit" "$app does not answer"
 wait_for 10 all_in_scopes || fail "new workers not placed"
+wait_for 30 all_threads_up || fail "workers did not start their 50 threads"
 adaptive-workers inspect "$app" --json > "$AW_RESULT_DIR/after.json" || fail "inspect $app failed"
 adaptive-workers inspect "$app" | tee "$AW_RESULT_DIR/after.txt"
 for n in $(threads_with "$AW_RESULT_DIR/after.json" $((64 << 10))); do
