@@ -5,6 +5,8 @@
 #   make package   release build + man pages/completions + .deb + .rpm
 #   make vm        the VM suite on the packages (tests/vm/run; see
 #                  tests/vm/README.md for scenario selection and options)
+#   make install   on a systemd host: build, install and enable the package;
+#                  elsewhere (no systemd as PID 1): the demo, in a VM
 #   make demo      boot the VM with the package installed, run tests/vm/demo.sh
 #   make prereqs   install what is missing (Debian packages, cargo tools)
 
@@ -27,7 +29,7 @@ SHELL_SCRIPTS := .ci/run .ci/prereqs tests/vm/run tests/vm/summary \
 	tests/vm/guest/*.sh tests/vm/scenarios/*.sh tests/vm/demo.sh \
 	packaging/debian/postinst packaging/debian/postrm
 
-.PHONY: check prereqs fmt-check lint clippy shellcheck test package lintian vm demo clean-vm
+.PHONY: check prereqs fmt-check lint clippy shellcheck test package lintian vm demo install clean-vm
 
 check: prereqs fmt-check lint test package lintian vm
 
@@ -72,6 +74,20 @@ vm: package
 
 demo: prereqs package
 	tests/vm/run --no-build --demo
+
+# The daemon needs systemd as PID 1 and the unified cgroup v2 hierarchy with
+# the memory controller; a host without them gets the demo in a VM instead.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+install: prereqs package
+	@if [ "$$(cat /proc/1/comm)" = systemd ] && grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then \
+		$(SUDO) apt-get install -y ./$(DEB_DIR)/adaptive-workers_*.deb && \
+		$(SUDO) systemctl enable --now adaptive-workers && \
+		systemctl --no-pager status adaptive-workers; \
+	else \
+		echo "This host's PID 1 is not systemd with cgroup v2 and the memory controller:"; \
+		echo "running the demo in a VM instead (make demo)."; \
+		tests/vm/run --no-build --demo; \
+	fi
 
 # The cached VM images (rebuilt on the next `make vm`).
 clean-vm:

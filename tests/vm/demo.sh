@@ -1,22 +1,71 @@
 #!/bin/bash
-# The demo (`make demo`): runs in the VM with the package installed and
-# its output on the terminal. A stub for now; the lead writes the real
-# story here: leaking workers recycled at their soft limit, a host memory
-# squeeze, the worker count following the backlog.
-# Same environment and helpers as the scenarios (guest/lib.sh); the demo
-# has AW_SCENARIO_TIMEOUT seconds (tests/vm/run, default 300).
+# The demo (`make demo`, or `make install` on a machine without systemd):
+# in the VM, with the package installed, a real uWSGI app under load from a
+# real HTTP client is put under adaptive-workers: each worker lands in its
+# own scope, a leak pushes workers past their soft limit and they are
+# recycled gracefully, and the load client counts zero failed requests.
 set -euo pipefail
 # shellcheck source=tests/vm/guest/lib.sh
 . "$AW_ROOT/guest/lib.sh"
+# shellcheck source=tests/vm/guest/core.sh
+. "$AW_ROOT/guest/core.sh"
 
-step "install"
+show() {
+    printf '\n$ %s\n' "$*"
+    "$@"
+}
+
+step "adaptive-workers is installed, enabled and running"
 ensure_installed
-systemctl --no-pager status "$AW_UNIT" || true
+show systemctl --no-pager --lines=0 status adaptive-workers
 
-step "sample apps"
+step "a uWSGI app: 4 workers, under load from a real HTTP client"
 start_app shop
-start_app blog
-systemd-cgls --no-pager /system.slice/uwsgi-shop.service /system.slice/gunicorn-blog.service
+load_out=$AW_RESULT_DIR/demo-load.json
+python3 "$AW_ROOT/guest/load.py" http://127.0.0.1:8001/ --duration 120 --concurrency 2 > "$load_out" &
+load_pid=$!
 
-step "the daemon's journal"
-journalctl -u "$AW_UNIT" --no-pager -o short-monotonic | tail -n 20
+step "a policy for it"
+policy shop '# /etc/adaptive-workers/policies.d/shop.toml
+unit = "uwsgi-shop.service"
+server = "uwsgi"
+
+[memory]
+soft_limit = "80M"     # past it: MemoryHigh on the scope, and a graceful recycle
+hard_limit = "200M"    # MemoryMax: enforced by the kernel in the scope
+min_lifetime = "5s"
+
+[uwsgi]
+stats = "/run/shop/stats.sock"'
+show cat /etc/adaptive-workers/policies.d/shop.toml
+show adaptive-workers check
+show systemctl reload adaptive-workers
+wait_for 10 all_placed shop || fail "the workers were not placed"
+
+step "every worker in its own scope; private memory is one read of memory.current"
+show systemd-cgls --no-pager /aw.slice
+show adaptive-workers status
+
+step "a leak: each request keeps 4 MiB; workers pass 80M and are recycled gracefully"
+for _ in $(seq 1 120); do
+    http_get "http://127.0.0.1:8001/leak?mb=4" > /dev/null
+    [ "$(journal_count APP=shop ACTION=recycle)" -ge 2 ] && break
+done
+sleep 3
+show adaptive-workers events
+show journalctl -u adaptive-workers --no-pager -o cat ACTION=recycle
+printf '\n$ journalctl -u adaptive-workers -o verbose ACTION=recycle   (the structured fields)\n'
+journalctl -u adaptive-workers --no-pager -o verbose ACTION=recycle |
+    grep -E '^    (APP|WORKER_PID|SCOPE|ACTION|REASON|PRIVATE_BYTES|OUTCOME|DURATION_US)=' | head -n 8
+
+step "after the recycles: new workers, placed in new scopes"
+show adaptive-workers status
+
+step "the load client ran the whole time"
+wait "$load_pid"
+python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{r[\"requests\"]} requests, {r[\"failures\"]} failed, p50 {r[\"p50_ms\"]} ms, p99 {r[\"p99_ms\"]} ms")' "$load_out"
+[ "$(json_get "$(cat "$load_out")" failures)" -eq 0 ] || fail "requests failed during the demo"
+pass "zero failed requests while workers were recycled"
