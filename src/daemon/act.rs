@@ -201,8 +201,24 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     async fn carry_out(&mut self, action: &Action) -> Result<(), String> {
         match action {
             Action::Recycle { worker } => {
-                let signal = self.apps[&worker.app].adapter.recycle_signal();
+                let app = &self.apps[&worker.app];
+                let (signal, (high, max)) = (app.adapter.recycle_signal(), app.limits());
                 let cgroup = self.known(worker)?.cgroup.clone();
+                // MemoryHigh is a brake that slows a growing worker until it
+                // is recycled; once it is, the brake would only slow its
+                // exit (an interpreter shutting down allocates, and above
+                // memory.high every allocation is throttled). MemoryMax stays.
+                if high.is_some()
+                    && let Err(e) = self
+                        .systemd
+                        .set_memory_limits(&worker.scope, None, max)
+                        .await
+                {
+                    tracing::warn!(
+                        scope = worker.scope.as_str(),
+                        "failed to lift MemoryHigh before the recycle: {e}"
+                    );
+                }
                 match self.signaller.signal_in_cgroup(worker.pid, &cgroup, signal) {
                     Ok(()) => {
                         self.known(worker)?.leaving = Some("recycling");

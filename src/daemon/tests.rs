@@ -647,3 +647,48 @@ async fn without_thunder_lock_idle_workers_are_frozen() {
         d.systemd.calls()
     );
 }
+
+#[tokio::test]
+async fn a_recycled_worker_loses_its_memory_high_but_keeps_memory_max() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 2);
+    d.worker_tick().await;
+    h.scope_memory(&scope_cgroup(workers[0]), 350 * MB);
+    h.scope_memory(&scope_cgroup(workers[1]), 10 * MB);
+    d.worker_tick().await;
+    let dir = |pid: u32| {
+        h.paths()
+            .cgroup()
+            .join(scope_cgroup(pid).trim_start_matches('/'))
+    };
+    assert_eq!(
+        fs::read_to_string(dir(workers[0]).join("memory.high")).unwrap(),
+        "max"
+    );
+    assert_eq!(
+        fs::read_to_string(dir(workers[0]).join("memory.max")).unwrap(),
+        (400 * MB).to_string()
+    );
+    // The others keep the soft limit as their brake.
+    assert_eq!(
+        fs::read_to_string(dir(workers[1]).join("memory.high")).unwrap(),
+        (300 * MB).to_string()
+    );
+    // Through systemd, for that scope only.
+    let lifts: Vec<String> = d
+        .systemd
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("limits "))
+        .collect();
+    assert_eq!(
+        lifts,
+        vec![format!(
+            "limits aw-shop-{}.scope max {}",
+            workers[0],
+            400 * MB
+        )]
+    );
+    assert_eq!(d.signaller.sent.lock().unwrap().len(), 1);
+}
