@@ -109,6 +109,10 @@ pub struct Recommendation {
     /// Resident memory a smaller stack would give back (pages past the new
     /// size); zero when every thread fits with room to spare.
     pub saves_resident_bytes: u64,
+    /// Default-sized stacks the kernel backed with transparent huge pages,
+    /// and what those hold: resident in full however little was touched.
+    pub huge_page_stacks: usize,
+    pub huge_page_bytes: u64,
 }
 
 /// The recommendation for one process, if shrinking would save anything.
@@ -121,7 +125,19 @@ pub fn recommend(
         .iter()
         .filter(|s| !s.is_main && s.reserved_bytes == default_stack)
         .collect();
-    let peak = shrinkable.iter().map(|s| s.resident_bytes).max()?;
+    // A stack backed by a transparent huge page is resident in full (2 MiB)
+    // however little the thread touched, so it says nothing about what the
+    // threads need: judge from the stacks without one, or, if every stack
+    // has one, from what lies outside the huge page.
+    let small_pages = || shrinkable.iter().filter(|s| s.huge_bytes == 0);
+    let peak = match small_pages().map(|s| s.resident_bytes).max() {
+        Some(p) => p,
+        None => shrinkable
+            .iter()
+            .map(|s| s.resident_bytes.saturating_sub(s.huge_bytes).max(PAGE))
+            .max()?,
+    };
+    let huge: Vec<&&ThreadStack> = shrinkable.iter().filter(|s| s.huge_bytes > 0).collect();
     let stack = round_up(
         peak.saturating_mul(MARGIN)
             .max(MIN_STACK)
@@ -161,6 +177,8 @@ pub fn recommend(
             .iter()
             .map(|s| s.resident_bytes.saturating_sub(stack))
             .sum(),
+        huge_page_stacks: huge.len(),
+        huge_page_bytes: huge.iter().map(|s| s.huge_bytes).sum(),
     })
 }
 
@@ -440,9 +458,17 @@ fn render_recommendation(out: &mut String, p: &ProcessReport, r: &Recommendation
         human_size(r.limit_stack_saves_bytes),
         human_size(MIN_LIMIT_STACK)
     );
+    if r.huge_page_stacks > 0 {
+        let _ = writeln!(
+            out,
+            "    {} of these stacks are backed by transparent huge pages: {} resident however little they touched; a stack under 2M gets no huge page",
+            r.huge_page_stacks,
+            human_size(r.huge_page_bytes)
+        );
+    }
     let _ = writeln!(
         out,
-        "    resident memory given back: {} (a stack holds only the pages it touched)",
+        "    resident memory given back: {} (a stack holds only the pages it touched, or a whole huge page)",
         human_size(r.saves_resident_bytes)
     );
 }

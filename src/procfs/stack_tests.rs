@@ -371,3 +371,22 @@ fn check_probes(report: &StackReport, probes: &[Probe]) {
     let label = maps.iter().find(|m| m.name == "[stack]").expect("[stack]");
     assert_eq!(main.mapping_start, label.start, "{main:?}");
 }
+
+#[test]
+fn a_stack_on_a_transparent_huge_page_says_so() {
+    let smaps = SMAPS.replace(
+        "Size:               2048 kB\nRss:                  64 kB\n",
+        "Size:               2048 kB\nRss:                2048 kB\nAnonHugePages:      2048 kB\n",
+    );
+    let maps = parse_maps(std::path::Path::new("/proc/100/smaps"), &smaps).unwrap();
+    let stack = maps.iter().find(|m| m.start == 0x7f00_0000_1000).unwrap();
+    assert_eq!(stack.rss, Some(2048 << 10));
+    assert_eq!(stack.anon_huge, 2048 << 10);
+    assert!(
+        maps.iter()
+            .filter(|m| m.start != 0x7f00_0000_1000)
+            .all(|m| m.anon_huge == 0)
+    );
+    let bad = SMAPS.replace("Rss:                  64 kB", "AnonHugePages: lots");
+    assert!(parse_maps(std::path::Path::new("/proc/100/smaps"), &bad).is_err());
+}

@@ -25,6 +25,8 @@ pub struct Mapping {
     pub name: String,
     /// Resident bytes; only `smaps` has them.
     pub rss: Option<u64>,
+    /// Of those, bytes in transparent huge pages (`AnonHugePages`).
+    pub anon_huge: u64,
 }
 
 impl Mapping {
@@ -50,6 +52,10 @@ pub struct ThreadStack {
     pub reserved_bytes: u64,
     /// The part of it that is in memory (Rss in smaps).
     pub resident_bytes: u64,
+    /// Of that, what sits in transparent huge pages: a stack the kernel
+    /// backed with a 2 MiB page is resident in full however little of it
+    /// the thread touched.
+    pub huge_bytes: u64,
     /// Size of the inaccessible (`---p`) mapping right below the stack, the
     /// guard page(s) pthread puts there; 0 if there is none.
     pub guard_bytes: u64,
@@ -86,6 +92,14 @@ pub fn parse_maps(path: &Path, text: &str) -> Result<Vec<Mapping>, ParseError> {
                     ParseError::new(path, format!("line {line_no}: Rss before any mapping"))
                 })?;
                 last.rss = Some(parse_kb_line(path, line_no, line)?);
+            } else if first == "AnonHugePages:" {
+                let last = out.last_mut().ok_or_else(|| {
+                    ParseError::new(
+                        path,
+                        format!("line {line_no}: AnonHugePages before any mapping"),
+                    )
+                })?;
+                last.anon_huge = parse_kb_line(path, line_no, line)?;
             }
             continue;
         }
@@ -120,6 +134,7 @@ fn parse_map_line(path: &Path, line_no: usize, line: &str) -> Result<Mapping, Pa
         inode: inode.parse().map_err(|_| bad("inode is not a number"))?,
         name: name.to_string(),
         rss: None,
+        anon_huge: 0,
     })
 }
 
@@ -278,6 +293,7 @@ fn locate(
         mapping_end: m.end,
         reserved_bytes: m.size(),
         resident_bytes,
+        huge_bytes: m.anon_huge,
         guard_bytes,
         is_main,
     })

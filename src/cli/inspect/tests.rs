@@ -19,6 +19,7 @@ fn stack(tid: u32, main: bool, reserved: u64, resident: u64) -> ThreadStack {
         mapping_end: 0x7f00_0000_0000 + reserved,
         reserved_bytes: reserved,
         resident_bytes: resident,
+        huge_bytes: 0,
         guard_bytes: if main { 0 } else { 4 * KIB },
         is_main: main,
     }
@@ -336,4 +337,31 @@ fn real_master_and_its_child() {
 fn a_missing_pid_is_named() {
     let err = inspect_pid(&ProcFs::new(&HostPaths::system()), u32::MAX - 1).unwrap_err();
     assert_eq!(err.to_string(), format!("no process {}", u32::MAX - 1));
+}
+
+#[test]
+fn huge_page_backed_stacks_do_not_hide_the_recommendation() {
+    // Some of the 49 request threads got a 2 MiB transparent huge page at
+    // the top of their stack: resident 2M, touched a few KiB.
+    let mut stacks = worker();
+    for s in stacks.iter_mut().filter(|s| !s.is_main).take(5) {
+        s.resident_bytes = 2 * MIB;
+        s.huge_bytes = 2 * MIB;
+    }
+    let r = recommend(&stacks, 8 * MIB, true).expect("still worth shrinking");
+    assert!(r.stack_bytes < 2 * MIB, "{r:?}");
+    assert_eq!(r.huge_page_stacks, 5);
+    assert_eq!(r.huge_page_bytes, 10 * MIB);
+    // Each huge-page stack gives back what lies past the new size.
+    assert!(
+        r.saves_resident_bytes >= 5 * (2 * MIB - r.stack_bytes),
+        "{r:?}"
+    );
+    // Every stack on a huge page: judged from what lies outside it.
+    for s in stacks.iter_mut().filter(|s| !s.is_main) {
+        s.resident_bytes = 2 * MIB + 8 * KIB;
+        s.huge_bytes = 2 * MIB;
+    }
+    let r = recommend(&stacks, 8 * MIB, true).expect("still worth shrinking");
+    assert_eq!(r.peak_resident_bytes, 8 * KIB);
 }

@@ -29,8 +29,8 @@ leak_until_recycled() {
 
 fresh_daemon
 for app in shop blog; do
-    server=uwsgi; unit=uwsgi-shop.service; signal=SIGHUP
-    [ "$app" = blog ] && { server=gunicorn; unit=gunicorn-blog.service; signal=SIGTERM; }
+    server=uwsgi; unit=uwsgi-shop.service
+    [ "$app" = blog ] && { server=gunicorn; unit=gunicorn-blog.service; }
     policy "$app" "
 unit = \"$unit\"
 server = \"$server\"
@@ -43,6 +43,8 @@ aw_restart
 
 for app in shop blog; do
     port=$(app_port "$app")
+    signal=SIGHUP
+    [ "$app" = blog ] && signal=SIGTERM
     step "$app: a leaking worker passes the soft limit under load"
     start_app "$app"
     wait_for 5 all_placed "$app" || fail "$app workers not placed"
