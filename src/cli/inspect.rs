@@ -123,7 +123,7 @@ pub fn recommend(
 ) -> Option<Recommendation> {
     let shrinkable: Vec<&ThreadStack> = stacks
         .iter()
-        .filter(|s| !s.is_main && s.reserved_bytes == default_stack)
+        .filter(|s| default_sized(s, default_stack))
         .collect();
     // A stack backed by a transparent huge page is resident in full (2 MiB)
     // however little the thread touched, so it says nothing about what the
@@ -182,6 +182,15 @@ pub fn recommend(
     })
 }
 
+/// A thread stack of glibc's default size. The kernel merges a stack's
+/// mapping with an adjacent anonymous mapping of the same flags, so the
+/// mapping can be a little larger than the stack (seen: 8 MiB + 16 KiB).
+fn default_sized(s: &ThreadStack, default_stack: u64) -> bool {
+    !s.is_main
+        && s.reserved_bytes >= default_stack
+        && s.reserved_bytes - default_stack < default_stack / 16
+}
+
 fn round_up(bytes: u64) -> u64 {
     bytes.div_ceil(PAGE) * PAGE
 }
@@ -224,7 +233,7 @@ pub fn inspect_process(procfs: &ProcFs, pid: u32, role: &str) -> anyhow::Result<
         .map(|s| StackView {
             tid: s.tid,
             main: s.is_main,
-            default_sized: !s.is_main && s.reserved_bytes == default_stack,
+            default_sized: default_sized(s, default_stack),
             reserved_bytes: s.reserved_bytes,
             resident_bytes: s.resident_bytes,
             guard_bytes: s.guard_bytes,

@@ -340,6 +340,16 @@ fn a_missing_pid_is_named() {
 }
 
 #[test]
+fn a_stack_merged_with_its_neighbour_is_still_default_sized() {
+    let mut stacks = worker();
+    stacks[1].reserved_bytes = 8 * MIB + 16 * KIB;
+    stacks[2].reserved_bytes = 8 * MIB + 48 * KIB;
+    stacks[3].reserved_bytes = 9 * MIB; // not a default stack
+    let r = recommend(&stacks, 8 * MIB, true).unwrap();
+    assert_eq!(r.threads, 48, "49 default-sized, one of them 9M");
+}
+
+#[test]
 fn huge_page_backed_stacks_do_not_hide_the_recommendation() {
     // Some of the 49 request threads got a 2 MiB transparent huge page at
     // the top of their stack: resident 2M, touched a few KiB.
