@@ -150,19 +150,8 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             let cgroup = self.apps[name].scope_cgroup(&spec.name);
             match result {
                 Ok(()) => {
-                    tracing::info!(
-                        app = name,
-                        worker_pid = spec.pid,
-                        scope = spec.name.as_str(),
-                        action = "place",
-                        "placed worker {} of {name} in {}",
-                        spec.pid,
-                        spec.name
-                    );
-                    let app = self.apps.get_mut(name).expect("checked above");
-                    app.counters.placed += 1;
-                    app.workers
-                        .insert(spec.pid, new_worker(&stat, spec.name, cgroup, false));
+                    let w = new_worker(&stat, spec.name, cgroup, false);
+                    self.take_worker(name, w);
                 }
                 Err(e) => {
                     let gone = self
@@ -240,18 +229,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             {
                 tracing::error!(app = name, scope = w.scope.as_str(), "{e}");
             }
-            tracing::info!(
-                app = name,
-                worker_pid = w.pid,
-                scope = w.scope.as_str(),
-                action = "adopt",
-                "adopted worker {} of {name} in {}",
-                w.pid,
-                w.scope
-            );
-            let app = self.apps.get_mut(name).expect("checked above");
-            app.counters.adopted += 1;
-            app.workers.insert(w.pid, w);
+            self.take_worker(name, w);
         }
     }
 
@@ -315,6 +293,32 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 }
             }
         }
+    }
+}
+
+impl<S: Systemd, K: Signaller> Daemon<S, K> {
+    /// Starts managing a worker just placed or adopted: logged, counted.
+    fn take_worker(&mut self, name: &str, w: Worker) {
+        let (action, verb) = if w.adopted {
+            ("adopt", "adopted")
+        } else {
+            ("place", "placed")
+        };
+        tracing::info!(
+            app = name,
+            worker_pid = w.pid,
+            scope = w.scope.as_str(),
+            action,
+            "{verb} worker {} of {name} in {}",
+            w.pid,
+            w.scope
+        );
+        let app = self.apps.get_mut(name).expect("the app is managed");
+        match w.adopted {
+            true => app.counters.adopted += 1,
+            false => app.counters.placed += 1,
+        }
+        app.workers.insert(w.pid, w);
     }
 }
 

@@ -54,13 +54,14 @@ unit_of() {
     esac
 }
 
-# workers_of APP: worker pids, one a line (the master's children)
-workers_of() { pgrep -P "$(unit_prop "$(unit_of "$1")" MainPID)" | sort -n; }
+# workers_of APP [UNIT]: worker pids, one a line (the children of the main
+# PID of UNIT, by default the sample app's service)
+workers_of() { pgrep -P "$(unit_prop "${2:-$(unit_of "$1")}" MainPID)" | sort -n; }
 
-# all_placed APP: every worker of the app's master is in its own scope
+# all_placed APP [UNIT]: every worker of the app's master is in its own scope
 all_placed() {
     local pid n=0
-    for pid in $(workers_of "$1"); do
+    for pid in $(workers_of "$1" "${2:-}"); do
         in_own_scope "$1" "$pid" || return 1
         n=$((n + 1))
     done

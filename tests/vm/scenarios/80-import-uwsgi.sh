@@ -29,14 +29,7 @@ trap cleanup EXIT
 
 # workers: the children of the app's service's main PID
 workers() { pgrep -P "$(unit_prop "$unit" MainPID)" | sort -n; }
-all_in_scopes() {
-    local pid n=0
-    for pid in $(workers); do
-        [ "$(cgroup_of "$pid")" = "$(scope_cgroup "$app" "$pid")" ] || return 1
-        n=$((n + 1))
-    done
-    [ "$n" -gt 0 ]
-}
+all_in_scopes() { all_placed "$app" "$unit"; }
 
 fresh_daemon
 install -d /srv/aw-apps

@@ -23,14 +23,7 @@ cleanup() {
 trap cleanup EXIT
 
 workers() { pgrep -P "$(unit_prop "$unit" MainPID)" | sort -n; }
-all_in_scopes() {
-    local pid n=0
-    for pid in $(workers); do
-        [ "$(cgroup_of "$pid")" = "$(scope_cgroup "$app" "$pid")" ] || return 1
-        n=$((n + 1))
-    done
-    [ "$n" -eq 2 ]
-}
+all_in_scopes() { all_placed "$app" "$unit"; }
 # threads_with JSON BYTES: per worker, its non-main threads reserving BYTES
 # (a little more counts too: the kernel merges a stack's mapping with an
 # adjacent anonymous one)
@@ -78,6 +71,7 @@ aw_restart
 systemctl start "$unit" || fail_unit "$unit" "$unit did not start"
 wait_for 60 http_ok "http://127.0.0.1:$port/" || fail_unit "$unit" "$app does not answer"
 wait_for 10 all_in_scopes || fail "workers not placed"
+assert_eq "$(workers | wc -l)" 2 "uWSGI workers"
 assert_eq "$(unit_prop "$unit" LimitSTACKSoft)" 8388608 "RLIMIT_STACK soft limit of the service"
 
 # all_threads_up: every worker runs its 50 threads (uWSGI starts them
