@@ -31,6 +31,10 @@ pub enum Command {
     ///
     /// Logs to the journal when started by systemd, to stderr otherwise;
     /// set ADAPTIVE_WORKERS_LOG=debug for more detail.
+    ///
+    /// Exit status 69 when the host cannot run it (systemd is not PID 1, or
+    /// no cgroup v2 with the memory controller), which the unit does not
+    /// restart; 1 on other failures.
     Daemon,
     /// Validate every policy file and print the effective policy.
     ///
@@ -231,6 +235,9 @@ pub fn main() -> ExitCode {
     };
     result.unwrap_or_else(|e| {
         print_error(&e);
-        ExitCode::FAILURE
+        match e.downcast_ref::<crate::daemon::host::Unsupported>() {
+            Some(_) => ExitCode::from(crate::daemon::host::EXIT_UNSUPPORTED),
+            None => ExitCode::FAILURE,
+        }
     })
 }

@@ -10,6 +10,7 @@ mod act;
 pub mod backlog;
 pub mod bus;
 mod discover;
+pub mod host;
 pub mod metrics;
 pub mod model;
 pub mod report;

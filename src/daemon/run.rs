@@ -14,7 +14,6 @@ use super::Daemon;
 use super::bus::{self, Command};
 use super::signal::PidfdSignaller;
 use crate::backlog::SockDiag;
-use crate::cgroup::CgroupFs;
 use crate::paths::HostPaths;
 use crate::policy::{self, GlobalPolicy, Policy};
 use crate::proc_events::{Drain, ProcConnector, ProcEvent};
@@ -165,8 +164,7 @@ async fn reload(d: &mut RealDaemon) -> Result<String, String> {
 
 pub async fn run() -> anyhow::Result<()> {
     let paths = HostPaths::system();
-    let cgroups = CgroupFs::open(&paths)
-        .context("adaptive-workers needs cgroup v2 with the memory controller")?;
+    let cgroups = super::host::check(&paths)?;
     let (policy, problems) = initial_policy(&paths);
     let systemd = connect().await?;
     let conn = systemd.connection().clone();
