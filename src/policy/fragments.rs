@@ -52,7 +52,7 @@ pub struct AppFile {
     pub memory: Option<MemoryFrag>,
     pub uwsgi: Option<Spanned<UwsgiFrag>>,
     pub generic: Option<Spanned<GenericFrag>>,
-    pub scaling: Option<ScalingFrag>,
+    pub scaling: Option<Spanned<ScalingFrag>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

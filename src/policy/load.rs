@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -127,7 +128,15 @@ fn read_checked(path: &Path) -> Result<String, Vec<PolicyError>> {
             meta.mode() & 0o7777
         )));
     }
-    fs::read_to_string(path).map_err(|e| fail(format!("failed to read: {e}")))
+    let bytes = fs::read(path).map_err(|e| fail(format!("failed to read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let valid = std::str::from_utf8(&bytes[..at]).unwrap_or_default();
+        let src = Source { path, text: valid };
+        let msg = format!("is not UTF-8 text (byte {:#04x})", bytes[at]);
+        vec![src.error_at(Some(at..at), None, msg)]
+    })
 }
 
 fn deserialize<T: DeserializeOwned>(src: &Source) -> Result<T, Vec<PolicyError>> {
@@ -319,9 +328,11 @@ fn parse_app(
             String::new()
         }
         None => {
-            let e = c
-                .src
-                .file_error("missing key \"unit\": the app's .service unit");
+            let e = c.src.error_at(
+                Some(0..0),
+                Some("unit"),
+                "missing key \"unit\": the app's .service unit",
+            );
             c.errors.push(e);
             String::new()
         }
@@ -329,9 +340,11 @@ fn parse_app(
     let server = match &file.server {
         Some(s) => *s.get_ref(),
         None => {
-            let e = c
-                .src
-                .file_error("missing key \"server\": one of \"uwsgi\", \"gunicorn\", \"generic\"");
+            let e = c.src.error_at(
+                Some(0..0),
+                Some("server"),
+                "missing key \"server\": one of \"uwsgi\", \"gunicorn\", \"generic\"",
+            );
             c.errors.push(e);
             ServerKind::Generic
         }
@@ -339,7 +352,10 @@ fn parse_app(
     let memory = memory_policy(&mut c, file.memory.unwrap_or_default(), global);
     let uwsgi = uwsgi_settings(&mut c, file.uwsgi.as_ref(), server);
     let generic = generic_settings(&mut c, file.generic.as_ref(), server);
-    let scaling = file.scaling.map(|s| scaling_policy(&mut c, s));
+    let scaling = file.scaling.map(|s| {
+        let span = s.span();
+        scaling_policy(&mut c, s.into_inner(), span)
+    });
     c.finish(AppPolicy {
         name: name.to_owned(),
         file: path.to_path_buf(),
@@ -465,13 +481,14 @@ fn generic_settings(
     })
 }
 
-fn scaling_policy(c: &mut Checker, s: ScalingFrag) -> ScalingPolicy {
+/// `table` is the span of the [scaling] table, where a missing key goes.
+fn scaling_policy(c: &mut Checker, s: ScalingFrag, table: Range<usize>) -> ScalingPolicy {
     let min = value(&s.min_workers, 1);
     let max = value(&s.max_workers, min.max(1));
     let d = ScalingPolicy::defaults(min, max);
     if s.max_workers.is_none() {
         let e = c.src.error_at(
-            None,
+            Some(table.start..table.start),
             Some("scaling.max_workers"),
             "missing: the most workers to run",
         );

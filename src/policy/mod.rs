@@ -12,6 +12,8 @@ pub mod uwsgi_ini;
 pub mod values;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
