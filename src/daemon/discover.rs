@@ -25,6 +25,9 @@ const PLACE_AT_ONCE: usize = 32;
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// A child the stats socket has not listed for this long is not a worker.
 const ROSTER_GRACE: Duration = Duration::from_secs(2);
+/// After a failed read of the app server's stats, the next try waits this
+/// long (a socket that hangs costs its whole timeout each time).
+const ROSTER_RETRY: Duration = Duration::from_secs(2);
 /// Repeated problems are logged at most this often.
 pub(super) const WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -84,12 +87,14 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             }
         };
         let now = Instant::now();
+        let delay = app.young.delay;
         procs
             .into_iter()
             .filter(|pid| *pid != master && !app.workers.contains_key(pid))
             .filter(|pid| app.retry_after.get(pid).is_none_or(|t| *t <= now))
             .filter_map(|pid| self.procfs.pid_stat(pid).ok())
             .filter(|s| s.ppid == master && !app.not_workers.contains(&(s.pid, s.starttime)))
+            .filter(|s| delay.is_zero() || age_of(s.starttime) >= delay)
             .collect()
     }
 
@@ -103,15 +108,16 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             return;
         };
         if app.adapter.has_roster() {
-            let roster = match app.adapter.roster().await {
-                Ok(r) => r.unwrap_or_default(),
-                Err(e) => {
+            let roster = match read_roster(app).await {
+                Some(Ok(r)) => r.unwrap_or_default(),
+                Some(Err(e)) => {
                     if app.roster_warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
                         tracing::warn!(app = name, "not placing new workers: {e}");
                         app.roster_warned = Some(Instant::now());
                     }
                     return;
                 }
+                None => return,
             };
             let ages: Vec<Duration> = found.iter().map(|s| age_of(s.starttime)).collect();
             let mut keep = Vec::new();
@@ -160,6 +166,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                         .map_or(true, |s| s.starttime != stat.starttime);
                     let app = self.apps.get_mut(name).expect("checked above");
                     if gone {
+                        super::backoff::note_death(app, stat.pid, Duration::ZERO, false);
                         tracing::debug!(
                             app = name,
                             worker_pid = stat.pid,
@@ -275,12 +282,12 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         if !app.adapter.has_roster() || app.master().is_none() {
             return;
         }
-        match app.adapter.roster().await {
+        // Not tried (the last read failed just now): no stale idle flags.
+        let read = read_roster(app).await.unwrap_or(Ok(None));
+        match read {
             Ok(r) => {
-                if let Some(r) = &r {
-                    for w in app.workers.values_mut() {
-                        w.idle = r.idle(w.pid);
-                    }
+                for w in app.workers.values_mut() {
+                    w.idle = r.as_ref().and_then(|r| r.idle(w.pid));
                 }
                 app.roster = r;
             }
@@ -322,6 +329,19 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     }
 }
 
+/// The app server's roster, unless a read failed less than ROSTER_RETRY
+/// ago (`None`: not tried).
+async fn read_roster(
+    app: &mut super::model::AppRuntime,
+) -> Option<Result<Option<crate::adapter::Roster>, crate::adapter::AdapterError>> {
+    if app.roster_retry_at.is_some_and(|t| Instant::now() < t) {
+        return None;
+    }
+    let read = app.adapter.roster().await;
+    app.roster_retry_at = read.is_err().then(|| Instant::now() + ROSTER_RETRY);
+    Some(read)
+}
+
 /// How long ago a process with this start time (clock ticks after boot,
 /// from /proc/PID/stat) started.
 pub(super) fn age_of(starttime: u64) -> Duration {
@@ -343,6 +363,7 @@ fn new_worker(stat: &PidStat, scope: String, cgroup: String, adopted: bool) -> W
         idle: None,
         adopted,
         leaving: None,
+        placed_at: Instant::now(),
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod act;
 pub mod backlog;
+mod backoff;
 pub mod bus;
 mod discover;
 pub mod host;
@@ -155,6 +156,9 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         self.refresh_services().await;
         self.check_freeze_safety();
         let names: Vec<String> = self.apps.keys().cloned().collect();
+        for app in self.apps.values_mut() {
+            backoff::note_survivors(app);
+        }
         for name in &names {
             self.adopt(name).await;
             self.sync_limits(name).await;
@@ -210,14 +214,15 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     /// A process exited: forget it at once if it was a worker.
     pub fn on_exit(&mut self, pid: u32) {
         for app in self.apps.values_mut() {
-            if let Some(w) = app.workers.get(&pid) {
+            if let Some(w) = app.workers.remove(&pid) {
                 tracing::debug!(
                     app = app.policy.name.as_str(),
                     worker_pid = pid,
                     scope = w.scope.as_str(),
                     "worker exited"
                 );
-                app.workers.remove(&pid);
+                let lived = w.placed_at.elapsed();
+                backoff::note_death(app, pid, lived, w.leaving.is_some());
             }
         }
     }

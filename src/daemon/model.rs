@@ -31,10 +31,15 @@ pub struct AppRuntime {
     pub retry_after: BTreeMap<u32, Instant>,
     /// When a roster problem was last logged (to log once a minute).
     pub roster_warned: Option<Instant>,
+    /// After a failed roster read, none is tried before this: a stats
+    /// socket that hangs must not stall every tick of the loop.
+    pub roster_retry_at: Option<Instant>,
     /// Why `scale_down = "freeze"` is refused for this app, if it is.
     pub freeze_refused: Option<String>,
     /// Inodes of the app's listening sockets (see daemon::backlog).
     pub listen_inodes: Vec<u64>,
+    /// Workers dying right after they start hold back placement.
+    pub young: super::backoff::YoungDeaths,
     /// The limits the worker scopes have; differs from the policy's after
     /// a reload until they are updated.
     pub limits_applied: (Option<u64>, Option<u64>),
@@ -69,6 +74,8 @@ pub struct Worker {
     pub adopted: bool,
     /// Set when a recycle or kill was asked for.
     pub leaving: Option<&'static str>,
+    /// When the daemon placed (or adopted) it.
+    pub placed_at: Instant,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -96,9 +103,11 @@ impl AppRuntime {
             not_workers: BTreeSet::new(),
             retry_after: BTreeMap::new(),
             roster_warned: None,
+            roster_retry_at: None,
             limits_applied: (None, None),
             listen_inodes: Vec::new(),
             freeze_refused: None,
+            young: Default::default(),
         };
         app.limits_applied = app.limits();
         app

@@ -48,59 +48,69 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         let (cgroups, procfs) = (&self.cgroups, &self.procfs);
         for app in self.apps.values_mut() {
             let name = app.policy.name.clone();
+            let mut dead = Vec::new();
             app.workers.retain(|_, w| {
-                let current = match cgroups.memory_current(&w.cgroup) {
-                    Ok(c) => c,
-                    Err(e) if e.is_gone() => {
-                        tracing::debug!(
-                            app = name.as_str(),
-                            worker_pid = w.pid,
-                            scope = w.scope.as_str(),
-                            "worker scope is gone"
-                        );
-                        return false;
-                    }
-                    Err(e) => {
-                        tracing::warn!(app = name.as_str(), worker_pid = w.pid, "{e}");
+                let keep = (|| {
+                    let current = match cgroups.memory_current(&w.cgroup) {
+                        Ok(c) => c,
+                        Err(e) if e.is_gone() => {
+                            tracing::debug!(
+                                app = name.as_str(),
+                                worker_pid = w.pid,
+                                scope = w.scope.as_str(),
+                                "worker scope is gone"
+                            );
+                            return false;
+                        }
+                        Err(e) => {
+                            tracing::warn!(app = name.as_str(), worker_pid = w.pid, "{e}");
+                            return true;
+                        }
+                    };
+                    let mem = w.memory.get_or_insert_with(WorkerMemory::default);
+                    mem.current = current;
+                    if light {
                         return true;
                     }
-                };
-                let mem = w.memory.get_or_insert_with(WorkerMemory::default);
-                mem.current = current;
-                if light {
-                    return true;
-                }
-                if procfs
-                    .pid_stat(w.pid)
-                    .map_or(true, |s| s.starttime != w.starttime)
-                {
-                    tracing::debug!(app = name.as_str(), worker_pid = w.pid, "worker exited");
-                    return false;
-                }
-                let full = (|| {
-                    let stat = cgroups.memory_stat(&w.cgroup)?;
-                    let events = cgroups.memory_events(&w.cgroup)?;
-                    let pressure = cgroups.memory_pressure(&w.cgroup)?;
-                    let frozen = cgroups.events(&w.cgroup)?.frozen;
-                    Ok::<_, crate::cgroup::CgroupError>((stat, events, pressure, frozen))
+                    if procfs
+                        .pid_stat(w.pid)
+                        .map_or(true, |s| s.starttime != w.starttime)
+                    {
+                        tracing::debug!(app = name.as_str(), worker_pid = w.pid, "worker exited");
+                        return false;
+                    }
+                    let full = (|| {
+                        let stat = cgroups.memory_stat(&w.cgroup)?;
+                        let events = cgroups.memory_events(&w.cgroup)?;
+                        let pressure = cgroups.memory_pressure(&w.cgroup)?;
+                        let frozen = cgroups.events(&w.cgroup)?.frozen;
+                        Ok::<_, crate::cgroup::CgroupError>((stat, events, pressure, frozen))
+                    })();
+                    match full {
+                        Ok((stat, events, pressure, frozen)) => {
+                            mem.anon = stat.anon;
+                            mem.file = stat.file;
+                            mem.shmem = stat.shmem;
+                            mem.events = events;
+                            mem.pressure_some_avg10 = pressure.some.avg10;
+                            w.frozen = frozen;
+                            true
+                        }
+                        Err(e) if e.is_gone() => false,
+                        Err(e) => {
+                            tracing::warn!(app = name.as_str(), worker_pid = w.pid, "{e}");
+                            true
+                        }
+                    }
                 })();
-                match full {
-                    Ok((stat, events, pressure, frozen)) => {
-                        mem.anon = stat.anon;
-                        mem.file = stat.file;
-                        mem.shmem = stat.shmem;
-                        mem.events = events;
-                        mem.pressure_some_avg10 = pressure.some.avg10;
-                        w.frozen = frozen;
-                        true
-                    }
-                    Err(e) if e.is_gone() => false,
-                    Err(e) => {
-                        tracing::warn!(app = name.as_str(), worker_pid = w.pid, "{e}");
-                        true
-                    }
+                if !keep {
+                    dead.push((w.pid, w.placed_at.elapsed(), w.leaving.is_some()));
                 }
+                keep
             });
+            for (pid, lived, asked) in dead {
+                super::backoff::note_death(app, pid, lived, asked);
+            }
         }
     }
 

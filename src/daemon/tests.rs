@@ -57,8 +57,21 @@ impl Host {
     /// A process in /proc, started at boot (so it is old enough for any
     /// minimum lifetime).
     fn process(&self, pid: u32, ppid: u32, cgroup: &str) {
+        self.process_started(pid, ppid, cgroup, 1);
+    }
+
+    /// A process that started just now, and stays that young however slow
+    /// the test (its start time is an hour ahead).
+    fn young_process(&self, pid: u32, ppid: u32, cgroup: &str) {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        let ticks = rustix::param::clock_ticks_per_second();
+        self.process_started(pid, ppid, cgroup, (now.tv_sec as u64 + 3600) * ticks);
+    }
+
+    /// A process that started `starttime` clock ticks after boot.
+    fn process_started(&self, pid: u32, ppid: u32, cgroup: &str, starttime: u64) {
         let mut stat = format!(
-            "{pid} (uwsgi) S {ppid} {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 1 1000000 100"
+            "{pid} (uwsgi) S {ppid} {pid} {pid} 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 {starttime} 1000000 100"
         );
         stat.extend(std::iter::repeat_n(" 0", 28));
         self.write(&format!("/proc/{pid}/stat"), &stat);
@@ -691,4 +704,199 @@ async fn a_recycled_worker_loses_its_memory_high_but_keeps_memory_max() {
         )]
     );
     assert_eq!(d.signaller.sent.lock().unwrap().len(), 1);
+}
+
+/// A child of the master appears in the service cgroup.
+fn fork(h: &Host, pid: u32, young: bool) {
+    let procs = h
+        .paths()
+        .cgroup()
+        .join("system.slice/shop.service/cgroup.procs");
+    let mut text = fs::read_to_string(&procs).unwrap();
+    text.push_str(&format!("{pid}\n"));
+    fs::write(&procs, text).unwrap();
+    match young {
+        true => h.young_process(pid, MASTER, "/system.slice/shop.service"),
+        false => h.process(pid, MASTER, "/system.slice/shop.service"),
+    }
+}
+
+fn starts(d: &Daemon<FakeSystemd, RecordingSignaller>) -> usize {
+    d.systemd
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("start"))
+        .count()
+}
+
+#[tokio::test]
+async fn workers_that_die_right_after_placement_hold_back_placement() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    shop(&h, &d, 0);
+    d.worker_tick().await;
+    // A worker that cannot live: placed, dead within a second, respawned.
+    for i in 0..super::backoff::STREAK {
+        let pid = MASTER + 10 + i;
+        fork(&h, pid, true);
+        d.on_fork(MASTER).await;
+        assert!(d.apps["shop"].workers.contains_key(&pid), "placed at once");
+        h.exit(pid);
+        d.on_exit(pid);
+    }
+    assert_eq!(starts(&d), 5);
+    assert_eq!(
+        d.apps["shop"].young.delay,
+        std::time::Duration::from_secs(1)
+    );
+    // The next young one waits: no call to systemd for it, however often
+    // the daemon looks.
+    fork(&h, MASTER + 20, true);
+    d.on_fork(MASTER).await;
+    for _ in 0..10 {
+        d.host_tick().await;
+    }
+    assert_eq!(starts(&d), 5, "{:?}", d.systemd.calls());
+    assert!(!d.apps["shop"].workers.contains_key(&(MASTER + 20)));
+    // One that has lived the delay is placed.
+    fork(&h, MASTER + 21, false);
+    d.host_tick().await;
+    assert_eq!(starts(&d), 6);
+    // Once it has lived long in its scope, new workers are placed at once.
+    let w = d
+        .apps
+        .get_mut("shop")
+        .unwrap()
+        .workers
+        .get_mut(&(MASTER + 21))
+        .unwrap();
+    w.placed_at = w.placed_at.checked_sub(super::backoff::STABLE).unwrap();
+    let since = d.apps["shop"].young.since.unwrap();
+    d.apps.get_mut("shop").unwrap().young.since = since.checked_sub(super::backoff::STABLE * 2);
+    d.worker_tick().await;
+    assert!(d.apps["shop"].young.delay.is_zero());
+    assert!(d.apps["shop"].workers.contains_key(&(MASTER + 20)));
+    assert_eq!(starts(&d), 7);
+}
+
+#[tokio::test]
+async fn workers_the_daemon_recycled_are_not_young_deaths() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 6);
+    d.worker_tick().await;
+    for w in &workers {
+        d.recycle_worker(*w).await.unwrap();
+        h.exit(*w);
+        d.on_exit(*w);
+    }
+    assert!(d.apps["shop"].young.delay.is_zero());
+}
+
+/// A uWSGI app whose stats socket (under the host root) is served by
+/// `answer`: `Some(bytes)` written then closed, `None` accepted and never
+/// answered. Returns the number of connections made to it so far.
+fn stats_server(
+    h: &Host,
+    answer: Option<&'static [u8]>,
+) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use std::sync::atomic::Ordering;
+    let path = h.paths().resolve("/run/shop/stats.sock");
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            match answer {
+                Some(bytes) => {
+                    use tokio::io::AsyncWriteExt;
+                    let _ = s.write_all(bytes).await;
+                }
+                None => held.push(s),
+            }
+        }
+    });
+    count
+}
+
+const SHOP_STATS: &str = "unit = \"shop.service\"\nserver = \"uwsgi\"\n[memory]\nsoft_limit = \"300M\"\n[uwsgi]\nstats = \"/run/shop/stats.sock\"\n";
+
+#[tokio::test]
+async fn garbage_from_the_stats_socket_places_nothing() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP_STATS));
+    stats_server(
+        &h,
+        Some(b"HTTP/1.1 200 OK\r\n\r\n{\"workers\": [{\"pid\": \"x\"}"),
+    );
+    shop(&h, &d, 3);
+    d.worker_tick().await;
+    d.host_tick().await;
+    assert!(d.apps["shop"].workers.is_empty());
+    assert_eq!(starts(&d), 0, "placed on a guess: {:?}", d.systemd.calls());
+}
+
+#[tokio::test]
+async fn a_hanging_stats_socket_places_nothing_and_is_not_asked_every_tick() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP_STATS));
+    let connections = stats_server(&h, None);
+    shop(&h, &d, 3);
+    d.worker_tick().await;
+    for _ in 0..10 {
+        d.host_tick().await;
+    }
+    assert!(d.apps["shop"].workers.is_empty());
+    assert_eq!(starts(&d), 0);
+    // Each try costs the whole timeout (500 ms) of a loop that should tick
+    // at 10 Hz: the first fails, the next ones wait for the retry time.
+    let tries = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        tries <= 2,
+        "{tries} connections in one worker tick and 10 host ticks"
+    );
+}
+
+#[tokio::test]
+async fn unreadable_worker_memory_is_never_a_reason_to_act() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 3);
+    d.worker_tick().await;
+    // One scope's files truncated, one garbled, one fine but small; the
+    // host far above the upper bound.
+    let dir = |pid: u32| format!("/sys/fs/cgroup{}", scope_cgroup(pid));
+    h.scope_memory(&scope_cgroup(workers[0]), 350 * MB);
+    h.write(&format!("{}/memory.current", dir(workers[0])), "");
+    h.scope_memory(&scope_cgroup(workers[1]), 350 * MB);
+    h.write(&format!("{}/memory.current", dir(workers[1])), "3670016x\n");
+    h.write(&format!("{}/memory.stat", dir(workers[1])), "anon\n");
+    h.scope_memory(&scope_cgroup(workers[2]), 10 * MB);
+    h.set_memory(0.99);
+    d.worker_tick().await;
+    d.host_tick().await;
+    let acted: Vec<String> = d
+        .systemd
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("kill") || c.starts_with("limits"))
+        .collect();
+    for bad in &workers[..2] {
+        assert!(
+            !acted.iter().any(|c| c.contains(&bad.to_string())),
+            "{acted:?}"
+        );
+        assert!(
+            !d.signaller.sent.lock().unwrap().iter().any(|s| s.0 == *bad),
+            "signalled a worker whose memory could not be read"
+        );
+    }
+    // They are still managed (a bad read is not an exit); the one whose
+    // memory was read may be acted on, per policy.
+    for bad in &workers[..2] {
+        assert!(d.apps["shop"].workers.contains_key(bad));
+    }
 }

@@ -1,0 +1,153 @@
+//! Workers that die right after they start (a broken deploy, a crash at
+//! import, a master respawning a worker that cannot live) would otherwise
+//! cost one `StartTransientUnit` each, as fast as the master respawns
+//! them, plus a log line each: the daemon would hammer PID 1 exactly when
+//! the host is already in trouble. After [`STREAK`] such deaths in a row,
+//! new workers of that app are placed only once they have lived a while
+//! (1 s, doubling up to 30 s while it goes on); workers that die sooner
+//! cost nothing. One worker placed since then that lives [`STABLE`] ends
+//! it.
+
+use std::time::{Duration, Instant};
+
+use super::model::AppRuntime;
+
+/// A worker that dies this soon after it was placed died young.
+pub const YOUNG: Duration = Duration::from_secs(1);
+/// Young deaths in a row that start (or lengthen) the delay.
+pub const STREAK: u32 = 5;
+const FIRST_DELAY: Duration = Duration::from_secs(1);
+const MAX_DELAY: Duration = Duration::from_secs(30);
+/// A worker placed under the delay that lives this long ends it.
+pub const STABLE: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, Default)]
+pub struct YoungDeaths {
+    streak: u32,
+    /// How old a new worker must be before it is placed; zero normally.
+    pub delay: Duration,
+    /// When the delay started.
+    pub since: Option<Instant>,
+}
+
+impl YoungDeaths {
+    /// A worker died `lived` after it was placed (zero: during its
+    /// placement). Returns the new delay when it changed.
+    pub fn died(&mut self, lived: Duration) -> Option<Duration> {
+        if lived >= YOUNG {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        if self.streak < STREAK {
+            return None;
+        }
+        self.streak = 0;
+        let next = match self.delay {
+            d if d.is_zero() => FIRST_DELAY,
+            d => (d * 2).min(MAX_DELAY),
+        };
+        if next == self.delay {
+            return None;
+        }
+        self.delay = next;
+        self.since.get_or_insert_with(Instant::now);
+        Some(next)
+    }
+
+    /// A worker placed at `placed_at` is still alive: ends the delay if it
+    /// was placed under it and has lived [`STABLE`]. True when it ended.
+    pub fn alive(&mut self, placed_at: Instant) -> bool {
+        let ended = self
+            .since
+            .is_some_and(|since| placed_at >= since && placed_at.elapsed() >= STABLE);
+        if ended {
+            *self = Self::default();
+        }
+        ended
+    }
+}
+
+/// Notes that a worker of `app` died `lived` after its placement, unless
+/// the daemon itself asked it to go; logs when placement is held back.
+pub(super) fn note_death(app: &mut AppRuntime, pid: u32, lived: Duration, asked: bool) {
+    if asked {
+        return;
+    }
+    if let Some(delay) = app.young.died(lived) {
+        let name = app.policy.name.as_str();
+        tracing::warn!(
+            app = name,
+            worker_pid = pid,
+            "workers of {name} die right after they start ({STREAK} in a row, the last {lived:?} after placement): placing new ones only once they have lived {delay:?}"
+        );
+    }
+}
+
+/// Ends the delay of an app whose workers live again.
+pub(super) fn note_survivors(app: &mut AppRuntime) {
+    if app.young.since.is_none() {
+        return;
+    }
+    let placed: Vec<Instant> = app.workers.values().map(|w| w.placed_at).collect();
+    if placed.into_iter().any(|at| app.young.alive(at)) {
+        let name = app.policy.name.as_str();
+        tracing::info!(
+            app = name,
+            "workers of {name} live again: placing new ones at once"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_young_deaths_start_a_delay_that_doubles_up_to_30_s() {
+        let mut y = YoungDeaths::default();
+        for _ in 0..4 {
+            assert_eq!(y.died(Duration::from_millis(100)), None);
+        }
+        assert_eq!(y.died(Duration::ZERO), Some(Duration::from_secs(1)));
+        let mut delays = vec![];
+        for _ in 0..40 {
+            delays.extend(y.died(Duration::from_millis(10)));
+        }
+        let secs: Vec<u64> = delays.iter().map(|d| d.as_secs()).collect();
+        assert_eq!(secs, vec![2, 4, 8, 16, 30]);
+    }
+
+    #[test]
+    fn a_worker_that_lives_breaks_the_streak() {
+        let mut y = YoungDeaths::default();
+        for _ in 0..4 {
+            y.died(Duration::ZERO);
+        }
+        y.died(Duration::from_secs(5));
+        for _ in 0..4 {
+            assert_eq!(y.died(Duration::ZERO), None);
+        }
+        assert!(y.delay.is_zero());
+    }
+
+    #[test]
+    fn a_stable_worker_placed_under_the_delay_ends_it() {
+        let mut y = YoungDeaths::default();
+        let before = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
+        for _ in 0..5 {
+            y.died(Duration::ZERO);
+        }
+        // Placed before the delay began (an old worker): no proof.
+        assert!(!y.alive(before));
+        // Placed under the delay, but only just.
+        assert!(!y.alive(Instant::now()));
+        assert!(!y.delay.is_zero());
+        let since = y.since.unwrap();
+        // Pretend it was placed then and lived STABLE since.
+        let mut aged = y.clone();
+        aged.since = since.checked_sub(STABLE * 2);
+        assert!(aged.alive(since.checked_sub(STABLE).unwrap()));
+        assert!(aged.delay.is_zero() && aged.since.is_none());
+    }
+}
