@@ -4,7 +4,7 @@ mod assets;
 mod check;
 mod client;
 mod import;
-mod inspect;
+pub(crate) mod inspect;
 mod status;
 mod top;
 

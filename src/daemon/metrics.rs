@@ -1,19 +1,22 @@
 //! The Prometheus endpoint: off unless `[metrics] listen` is set (the
 //! example binds loopback). Text exposition format 0.0.4, rendered from
 //! the same state `status` shows, plus counters of every action by reason
-//! and outcome. A deliberately small HTTP/1.0 responder: GET /metrics and
-//! nothing else, one request per connection, bounded reads with a timeout.
+//! and outcome, and each worker's thread stacks as `inspect` sees them.
+//! A deliberately small HTTP/1.0 responder: GET /metrics and nothing else,
+//! one request per connection, bounded reads with a timeout.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Shared;
 use super::report::StatusView;
+use crate::procfs::ProcFs;
 
 /// A metric family: name, type, help, and how to get the value.
 type Family<T> = (
@@ -25,6 +28,29 @@ type Family<T> = (
 
 /// Counts of actions: (app, action, reason kind, outcome) → n.
 pub type ActionCounts = std::collections::BTreeMap<(String, String, String, String), u64>;
+
+/// Thread stacks come from each worker's smaps, a walk of every mapping:
+/// read at most this often however often the endpoint is scraped.
+const STACKS_EVERY: Duration = Duration::from_secs(60);
+
+/// One worker's thread stacks, summed as `inspect` shows them.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StackFigures {
+    pub threads: usize,
+    /// Threads (not the main one) with glibc's default-sized stack.
+    pub default_stacks: usize,
+    pub reserved_bytes: u64,
+    pub resident_bytes: u64,
+    /// Address space `inspect`'s recommendation would give back.
+    pub saves_reserved_bytes: u64,
+}
+
+/// Stack figures by worker PID, and when they were read.
+#[derive(Default)]
+struct StackCache {
+    read_at: Option<Instant>,
+    by_pid: BTreeMap<u32, StackFigures>,
+}
 
 const REQUEST_MAX: usize = 8 << 10;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,7 +83,11 @@ impl Out {
     }
 }
 
-pub fn render(status: &StatusView, actions: &ActionCounts) -> String {
+pub fn render(
+    status: &StatusView,
+    actions: &ActionCounts,
+    stacks: &BTreeMap<u32, StackFigures>,
+) -> String {
     let mut o = Out(String::new());
     let h = &status.host;
     let host = [
@@ -225,6 +255,53 @@ pub fn render(status: &StatusView, actions: &ActionCounts) -> String {
             }
         }
     }
+    let per_stack: [Family<StackFigures>; 5] = [
+        (
+            "adaptive_workers_worker_threads",
+            "gauge",
+            "Threads of the worker (stack figures are read at most once a minute).",
+            |f| Some(f.threads as f64),
+        ),
+        (
+            "adaptive_workers_worker_default_stacks",
+            "gauge",
+            "Threads, the main one aside, with glibc's default-sized stack (RLIMIT_STACK).",
+            |f| Some(f.default_stacks as f64),
+        ),
+        (
+            "adaptive_workers_worker_stack_reserved_bytes",
+            "gauge",
+            "Address space the worker's thread stacks reserve.",
+            |f| Some(f.reserved_bytes as f64),
+        ),
+        (
+            "adaptive_workers_worker_stack_resident_bytes",
+            "gauge",
+            "Resident memory of the worker's thread stacks.",
+            |f| Some(f.resident_bytes as f64),
+        ),
+        (
+            "adaptive_workers_worker_stack_saving_bytes",
+            "gauge",
+            "Address space smaller thread stacks would give back (see adaptive-workers inspect).",
+            |f| Some(f.saves_reserved_bytes as f64),
+        ),
+    ];
+    for (name, kind, help, get) in per_stack {
+        o.family(name, kind, help);
+        for a in &status.apps {
+            for w in &a.workers {
+                if let Some(v) = stacks.get(&w.pid).and_then(get) {
+                    let pid = w.pid.to_string();
+                    o.sample(
+                        name,
+                        &[("app", &a.name), ("pid", &pid), ("scope", &w.scope)],
+                        v,
+                    );
+                }
+            }
+        }
+    }
     o.family(
         "adaptive_workers_actions_total",
         "counter",
@@ -247,15 +324,20 @@ pub fn render(status: &StatusView, actions: &ActionCounts) -> String {
 
 /// Binds the endpoint and serves it in the background; returns the
 /// address bound (port 0 picks a free one).
-pub async fn serve(addr: SocketAddr, shared: Arc<Mutex<Shared>>) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    procfs: ProcFs,
+) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tracing::info!("metrics on http://{addr}/metrics");
+    let stacks = Arc::new(tokio::sync::Mutex::new(StackCache::default()));
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((sock, _)) => {
-                    tokio::spawn(answer(sock, shared.clone()));
+                    tokio::spawn(answer(sock, shared.clone(), procfs.clone(), stacks.clone()));
                 }
                 Err(e) => {
                     tracing::warn!("metrics: {e}");
@@ -281,7 +363,52 @@ async fn read_request(sock: &mut TcpStream) -> Option<String> {
     text.lines().next().map(str::to_owned)
 }
 
-async fn answer(mut sock: TcpStream, shared: Arc<Mutex<Shared>>) {
+/// Every managed worker's stack figures, read again when older than
+/// STACKS_EVERY (in a blocking thread: smaps walks are slow). A worker
+/// that appeared since has none until the next read; one that is gone or
+/// unreadable has none.
+async fn stack_figures(
+    procfs: &ProcFs,
+    cache: &tokio::sync::Mutex<StackCache>,
+    status: &StatusView,
+) -> BTreeMap<u32, StackFigures> {
+    let mut cache = cache.lock().await;
+    if cache.read_at.is_some_and(|t| t.elapsed() < STACKS_EVERY) {
+        return cache.by_pid.clone();
+    }
+    let pids: Vec<u32> = status
+        .apps
+        .iter()
+        .flat_map(|a| a.workers.iter().map(|w| w.pid))
+        .collect();
+    let procfs = procfs.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        pids.into_iter()
+            .filter_map(|pid| {
+                let p = crate::cli::inspect::inspect_process(&procfs, pid, "worker").ok()?;
+                let figures = StackFigures {
+                    threads: p.threads,
+                    default_stacks: p.stacks.iter().filter(|s| s.default_sized).count(),
+                    reserved_bytes: p.reserved_bytes,
+                    resident_bytes: p.resident_bytes,
+                    saves_reserved_bytes: p.recommendation.map_or(0, |r| r.saves_reserved_bytes),
+                };
+                Some((pid, figures))
+            })
+            .collect()
+    })
+    .await;
+    cache.by_pid = read.unwrap_or_default();
+    cache.read_at = Some(Instant::now());
+    cache.by_pid.clone()
+}
+
+async fn answer(
+    mut sock: TcpStream,
+    shared: Arc<Mutex<Shared>>,
+    procfs: ProcFs,
+    stacks: Arc<tokio::sync::Mutex<StackCache>>,
+) {
     let Ok(Some(line)) = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut sock)).await
     else {
         return;
@@ -289,10 +416,12 @@ async fn answer(mut sock: TcpStream, shared: Arc<Mutex<Shared>>) {
     let mut parts = line.split_whitespace();
     let (status, ctype, body) = match (parts.next(), parts.next()) {
         (Some("GET"), Some("/metrics")) => {
-            let body = {
+            let (status, actions) = {
                 let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                render(&s.status, &s.actions)
+                (s.status.clone(), s.actions.clone())
             };
+            let stacks = stack_figures(&procfs, &stacks, &status).await;
+            let body = render(&status, &actions, &stacks);
             ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
         }
         (Some("GET"), Some(_)) => ("404 Not Found", "text/plain", "try /metrics\n".to_owned()),
@@ -349,7 +478,17 @@ mod tests {
             ),
             3,
         );
-        let text = render(&view(), &actions);
+        let stacks = BTreeMap::from([(
+            42,
+            StackFigures {
+                threads: 50,
+                default_stacks: 49,
+                reserved_bytes: 392 << 20,
+                resident_bytes: 600 << 10,
+                saves_reserved_bytes: 386 << 20,
+            },
+        )]);
+        let text = render(&view(), &actions, &stacks);
         let mut declared = std::collections::BTreeSet::new();
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -369,13 +508,52 @@ mod tests {
         assert!(text.contains("adaptive_workers_worker_frozen{app=\"sh\\\"op\",pid=\"42\",scope=\"aw-shop-42.scope\"} 1\n"));
         assert!(text.contains("adaptive_workers_actions_total{app=\"shop\",action=\"recycle\",reason=\"soft-limit\",outcome=\"done\"} 3\n"));
         assert!(text.contains("adaptive_workers_app_backlog_connections{app=\"sh\\\"op\"} 3\n"));
+        assert!(text.contains("adaptive_workers_worker_default_stacks{app=\"sh\\\"op\",pid=\"42\",scope=\"aw-shop-42.scope\"} 49\n"), "{text}");
+        assert!(text.contains("adaptive_workers_worker_stack_saving_bytes{app=\"sh\\\"op\",pid=\"42\",scope=\"aw-shop-42.scope\"} 404750336\n"), "{text}");
+        // A worker without figures (not read yet, or gone) has no sample.
+        let none = render(&view(), &actions, &BTreeMap::new());
+        assert!(!none.contains("adaptive_workers_worker_threads{"), "{none}");
+    }
+
+    #[tokio::test]
+    async fn stack_figures_are_read_from_proc_and_kept_a_minute() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let parked = std::thread::spawn(move || rx.recv().ok());
+        let me = std::process::id();
+        let mut status = view();
+        status.apps[0].workers[0].pid = me;
+        let cache = tokio::sync::Mutex::new(StackCache::default());
+        let procfs = ProcFs::at("/proc");
+        let first = stack_figures(&procfs, &cache, &status).await;
+        let mine = first[&me];
+        assert!(mine.threads >= 2, "{mine:?}");
+        assert!(
+            mine.reserved_bytes >= mine.resident_bytes && mine.resident_bytes > 0,
+            "{mine:?}"
+        );
+        // Within the minute nothing is read again: not even a new worker.
+        status.apps[0].workers[0].pid = 1;
+        assert_eq!(stack_figures(&procfs, &cache, &status).await, first);
+        // A worker that cannot be read has no figures.
+        cache.lock().await.read_at = None;
+        status.apps[0].workers[0].pid = u32::MAX;
+        assert!(stack_figures(&procfs, &cache, &status).await.is_empty());
+        tx.send(()).unwrap();
+        parked.join().unwrap();
     }
 
     #[tokio::test]
     async fn serves_metrics_over_http() {
         let shared = Arc::new(Mutex::new(Shared::default()));
         shared.lock().unwrap().status = view();
-        let addr = serve("127.0.0.1:0".parse().unwrap(), shared).await.unwrap();
+        let proc = tempfile::tempdir().unwrap();
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            shared,
+            ProcFs::at(proc.path()),
+        )
+        .await
+        .unwrap();
         let get = |path: &'static str| async move {
             let mut s = TcpStream::connect(addr).await.unwrap();
             s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())

@@ -185,7 +185,7 @@ pub async fn run() -> anyhow::Result<()> {
         d.problems.push(msg);
     }
     if let Some(m) = d.policy.global.metrics.clone()
-        && let Err(e) = super::metrics::serve(m.listen, d.shared.clone()).await
+        && let Err(e) = super::metrics::serve(m.listen, d.shared.clone(), d.procfs.clone()).await
     {
         let msg = format!("no metrics endpoint on {}: {e}", m.listen);
         tracing::error!("{msg}");

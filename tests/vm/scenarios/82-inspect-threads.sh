@@ -39,7 +39,20 @@ for p in report["processes"]:
 PY
 }
 
+# stack_metric NAME: per worker, the metric's value (one line each)
+stack_metric() {
+    local pid
+    curl -fsS --max-time 30 http://127.0.0.1:9464/metrics > "$AW_RESULT_DIR/metrics.txt" ||
+        fail "no metrics from the daemon"
+    for pid in $(workers); do
+        sed -n "s/^adaptive_workers_worker_$1{app=\"$app\",pid=\"$pid\",[^}]*} //p" "$AW_RESULT_DIR/metrics.txt" |
+            grep . || fail "no $1 for worker $pid"
+    done
+}
+
 fresh_daemon
+global_policy '[metrics]
+listen = "127.0.0.1:9464"'
 install -d /srv/aw-apps
 install -m 0644 "$AW_ROOT/apps/app.py" /srv/aw-apps/
 cat > "$ini" <<INI
@@ -92,6 +105,13 @@ for n in $(threads_with "$AW_RESULT_DIR/before.json" $((8 << 20))); do
     [ "$n" -ge 49 ] || fail "a worker has $n threads with an 8 MiB stack, not 49"
 done
 pass "every worker: at least 49 threads reserving 8 MiB"
+for n in $(stack_metric default_stacks); do
+    [ "$n" -ge 49 ] || fail "metrics: a worker has $n default stacks, not 49"
+done
+for n in $(stack_metric stack_saving_bytes); do
+    [ "$n" -gt $((300 << 20)) ] || fail "metrics: a worker would save only $n bytes"
+done
+pass "metrics: 49 default stacks per worker, and what shrinking them saves"
 text=$(cat "$AW_RESULT_DIR/before.txt")
 assert_match "$text" "threads-stacksize = [0-9]+" "recommends threads-stacksize"
 assert_match "$text" "LimitSTACK=[0-9]+[KM]" "recommends LimitSTACK="
@@ -113,6 +133,14 @@ for n in $(threads_with "$AW_RESULT_DIR/after.json" $((64 << 10)) $((1 << 20)));
     [ "$n" -ge 49 ] || fail "a worker has $n threads with a 64 KiB stack, not 49"
 done
 pass "every worker: at least 49 threads reserving 64 KiB (more with a merged neighbour), none 8 MiB"
+# The endpoint reads stacks at most once a minute: a restarted daemon
+# reads them at its first scrape.
+aw_restart
+wait_for 10 all_in_scopes || fail "workers not adopted"
+for n in $(stack_metric default_stacks); do
+    [ "$n" -eq 0 ] || fail "metrics: a worker still has $n default stacks"
+done
+pass "metrics: no default stacks left"
 for n in $(threads_with "$AW_RESULT_DIR/after.json" $((8 << 20))); do
     [ "$n" -eq 0 ] || note "$n threads still have the default stack (made by the app or a library, not by uWSGI)"
 done
