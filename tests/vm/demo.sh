@@ -16,13 +16,14 @@ show() {
 }
 
 step "adaptive-workers is installed, enabled and running"
-ensure_installed
+# (In the suite, as 99-demo, earlier scenarios' policies are cleared.)
+fresh_daemon
 show systemctl --no-pager --lines=0 status adaptive-workers
 
 step "a uWSGI app: 4 workers, under load from a real HTTP client"
 start_app shop
 load_out=$AW_RESULT_DIR/demo-load.json
-python3 "$AW_ROOT/guest/load.py" http://127.0.0.1:8001/ --duration 120 --concurrency 2 > "$load_out" &
+python3 "$AW_ROOT/guest/load.py" http://127.0.0.1:8001/ --duration 90 --concurrency 2 > "$load_out" &
 load_pid=$!
 
 step "a policy for it"
@@ -46,11 +47,14 @@ step "every worker in its own scope; private memory is one read of memory.curren
 show systemd-cgls --no-pager /aw.slice
 show adaptive-workers status
 
-step "a leak: each request keeps 4 MiB; workers pass 80M and are recycled gracefully"
-for _ in $(seq 1 120); do
-    http_get "http://127.0.0.1:8001/leak?mb=4" > /dev/null
+step "a leak: each request keeps 8 MiB; workers pass 80M and are recycled gracefully"
+for _ in $(seq 1 20); do
+    for _ in 1 2 3 4; do
+        http_get "http://127.0.0.1:8001/leak?mb=8" > /dev/null
+    done
     [ "$(journal_count APP=shop ACTION=recycle)" -ge 2 ] && break
 done
+[ "$(journal_count APP=shop ACTION=recycle)" -ge 2 ] || fail "the leaking workers were not recycled"
 sleep 3
 show adaptive-workers events
 show journalctl -u adaptive-workers --no-pager -o cat ACTION=recycle
@@ -60,12 +64,12 @@ journalctl -u adaptive-workers --no-pager -o verbose ACTION=recycle |
 
 step "after the recycles: new workers, placed in new scopes"
 show adaptive-workers status
+show adaptive-workers top --once
 
 step "the load client ran the whole time"
 wait "$load_pid"
-python3 -c '
-import json, sys
-r = json.load(open(sys.argv[1]))
-print(f"{r[\"requests\"]} requests, {r[\"failures\"]} failed, p50 {r[\"p50_ms\"]} ms, p99 {r[\"p99_ms\"]} ms")' "$load_out"
-[ "$(json_get "$(cat "$load_out")" failures)" -eq 0 ] || fail "requests failed during the demo"
+result=$(cat "$load_out")
+printf '%s requests, %s failed, p50 %s ms, p99 %s ms\n' "$(json_get "$result" requests)" \
+    "$(json_get "$result" failures)" "$(json_get "$result" p50_ms)" "$(json_get "$result" p99_ms)"
+[ "$(json_get "$result" failures)" -eq 0 ] || fail "requests failed during the demo"
 pass "zero failed requests while workers were recycled"
