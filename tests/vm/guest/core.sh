@@ -79,13 +79,13 @@ scope_count() {
 # journal_count FIELD=VALUE...: daemon journal entries since the scenario
 # started that have these fields
 journal_count() {
-    journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o cat --no-pager "$@" | wc -l
+    journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o cat --no-pager "$@" | wc -l
 }
 
 # journal_lines [FIELD=VALUE...]: their messages
 # shellcheck disable=SC2120 # the filters are optional
 journal_lines() {
-    journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o cat --no-pager "$@"
+    journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o cat --no-pager "$@"
 }
 
 # placement_ms PID: milliseconds from the worker's fork to the daemon's
@@ -95,7 +95,7 @@ placement_ms() {
     local pid=$1 start_ticks placed_us hz
     hz=$(getconf CLK_TCK)
     start_ticks=$(awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$pid/stat")
-    placed_us=$(journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o json --no-pager \
+    placed_us=$(journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o json --no-pager \
         ACTION=place WORKER_PID="$pid" |
         python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["__MONOTONIC_TIMESTAMP"])')
     echo $(((placed_us - start_ticks * 1000000 / hz) / 1000))
@@ -164,7 +164,7 @@ frozen_scopes() {
 
 # durations_us FIELD=VALUE...: DURATION_US of matching journal entries
 durations_us() {
-    journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o json --no-pager "$@" |
+    journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o json --no-pager "$@" |
         python3 -c 'import json,sys; [print(json.loads(l).get("DURATION_US", "")) for l in sys.stdin]'
 }
 

@@ -21,10 +21,12 @@ AW_UNIT_FILE=/usr/lib/systemd/system/adaptive-workers.service
 AW_CONF=/etc/adaptive-workers/adaptive-workers.toml
 mkdir -p "$AW_RESULT_DIR"
 export DEBIAN_FRONTEND=noninteractive
-# For journal queries: only what this scenario caused. A cursor, not a
-# time: --since counts whole seconds of a wall clock that need not agree
-# with the journal's, and let the last lines of the scenario before in.
-AW_CURSOR=${AW_CURSOR:-$(journalctl -n 1 -o export --no-pager | sed -n 's/^__CURSOR=//p')}
+# For journal queries: only what this scenario caused (from the start of
+# the second it started in). Not a cursor: journalctl 252 with
+# --after-cursor and field matches missed entries it should have found.
+# The previous scenario's daemon runs until this one restarts it: to leave
+# out its last lines, match _PID= of the current daemon too.
+AW_SINCE=$(date '+%Y-%m-%d %H:%M:%S')
 
 # --- reporting -------------------------------------------------------------
 
@@ -100,7 +102,7 @@ unit_prop() { systemctl show -P "$2" "$1"; }
 
 # The daemon's journal since this scenario started (message text only).
 daemon_journal() {
-    journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o cat --no-pager
+    journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o cat --no-pager
 }
 
 # Explain a unit that is not doing what we expected, then fail.
@@ -108,7 +110,7 @@ fail_unit() {
     local unit=$1
     shift
     systemctl status --no-pager --lines=0 "$unit" >&2 || true
-    journalctl -u "$unit" --after-cursor "$AW_CURSOR" -o short-monotonic --no-pager |
+    journalctl -u "$unit" --since "$AW_SINCE" -o short-monotonic --no-pager |
         tail -n 30 >&2 || true
     fail "$*"
 }

@@ -53,11 +53,11 @@ assert_eq "$(unit_prop "$AW_UNIT" MainPID)" "$pid" "main pid after 3 s"
 assert_eq "$(unit_prop "$AW_UNIT" NRestarts)" 0 "NRestarts"
 
 step "journal"
-started=$(journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o cat \
+started=$(journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o cat \
     MESSAGE_ID=39f53479d3a045ac8e11786248231fbf --no-pager)
 [ -n "$started" ] || fail "systemd logged no 'Started' for $AW_UNIT"
 pass "systemd: $started"
-own=$(journalctl --after-cursor "$AW_CURSOR" -o cat _PID="$pid" --no-pager | head -n 5)
+own=$(journalctl --since "$AW_SINCE" -o cat _PID="$pid" --no-pager | head -n 5)
 [ -n "$own" ] || fail "the daemon (pid $pid) logged nothing"
 pass "the daemon logs: $(head -n 1 <<<"$own")"
 

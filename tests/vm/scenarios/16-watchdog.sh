@@ -21,7 +21,7 @@ step "a hung daemon (SIGSTOP) is killed by the watchdog and restarted"
 kill -STOP "$pid"
 wait_for 60 replaced "$pid" || fail_unit "$AW_UNIT" "no restart within 60 s of stopping pid $pid"
 assert_eq "$(unit_prop "$AW_UNIT" NRestarts)" $((restarts + 1)) "NRestarts"
-journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o cat --no-pager | grep -q 'Watchdog timeout' ||
+journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o cat --no-pager | grep -q 'Watchdog timeout' ||
     fail "systemd logged no watchdog timeout"
 pass "watchdog timeout, then pid $(unit_prop "$AW_UNIT" MainPID) took over"
 

@@ -49,13 +49,13 @@ systemctl daemon-reload
 step "probe"
 rc=0
 systemctl start "$probe" || rc=$?
-journalctl -u "$probe" --after-cursor "$AW_CURSOR" -o cat --no-pager | tee "$AW_RESULT_DIR/probe.log"
+journalctl -u "$probe" --since "$AW_SINCE" -o cat --no-pager | tee "$AW_RESULT_DIR/probe.log"
 [ "$rc" -eq 0 ] || fail "the probe failed inside the sandbox (see above)"
 grep -q '^all checks passed$' "$AW_RESULT_DIR/probe.log" || fail "the probe did not finish"
 pass "every check passed inside the unit's sandbox"
 
 step "the FIFO write reached uWSGI"
-stats_logged() { journalctl -u uwsgi-shop.service --after-cursor "$AW_CURSOR" -o cat | grep -q 'workers'; }
+stats_logged() { journalctl -u uwsgi-shop.service --since "$AW_SINCE" -o cat | grep -q 'workers'; }
 if wait_for 10 stats_logged; then
     pass "uWSGI logged its stats after 's' on the FIFO"
 else

@@ -66,7 +66,7 @@ for app in shop blog; do
     if [ "$app" = shop ]; then
         # The worker logs from its own scope now: its lines belong to
         # aw-shop-PID.scope, so the service's log needs the scopes too.
-        journalctl -u uwsgi-shop.service -u 'aw-shop-*' --after-cursor "$AW_CURSOR" --no-pager -o cat |
+        journalctl -u uwsgi-shop.service -u 'aw-shop-*' --since "$AW_SINCE" --no-pager -o cat |
             grep -q "Gracefully killing worker" ||
             fail "uWSGI did not log a graceful kill for the SIGHUP"
         pass "uWSGI logged \"Gracefully killing worker\" ($signal)"

@@ -34,7 +34,7 @@ assert_match "$line" "^would recycle worker [0-9]+ of shop: private memory .* ab
 sleep 3
 assert_eq "$(app_workers shop)" "$workers_before" "workers (none recycled)"
 assert_eq "$(journal_count APP=shop OUTCOME=done)" 0 "decisions carried out"
-journalctl -u uwsgi-shop.service -u 'aw-shop-*' --after-cursor "$AW_CURSOR" --no-pager -o cat | grep -q "Gracefully killing worker" &&
+journalctl -u uwsgi-shop.service -u 'aw-shop-*' --since "$AW_SINCE" --no-pager -o cat | grep -q "Gracefully killing worker" &&
     fail "uWSGI logged a graceful kill in observe mode"
 pass "uWSGI saw no signal"
 adaptive-workers events | grep -q "(observe mode)" || fail "events do not mark observe mode"

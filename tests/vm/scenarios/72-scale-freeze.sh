@@ -48,12 +48,14 @@ echo "thaw_us_max $worst" >> "$AW_RESULT_DIR/figures.txt"
 [ "$worst" -lt 100000 ] || fail "a thaw took $worst us"
 pass "$(wc -l < "$AW_RESULT_DIR/thaw-us.txt") thaws, the slowest $((worst / 1000)) ms from decision to done"
 # No fork while a parked worker could have been thawed instead: every
-# grow comes after the last thaw.
-first_grow=$(journal_lines APP=scale ACTION=grow -o json | head -n 1 | python3 -c 'import json,sys; l=sys.stdin.readline(); print(json.loads(l)["__MONOTONIC_TIMESTAMP"] if l else "")')
-last_thaw=$(journal_lines APP=scale ACTION=thaw -o json | tail -n 1 | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["__MONOTONIC_TIMESTAMP"])')
+# grow comes after the last thaw. Only this daemon's (70-scale-uwsgi's
+# daemon, managing an app also called scale, ran into this scenario).
+daemon=_PID=$(unit_prop "$AW_UNIT" MainPID)
+first_grow=$(journal_lines "$daemon" APP=scale ACTION=grow -o json | head -n 1 | python3 -c 'import json,sys; l=sys.stdin.readline(); print(json.loads(l)["__MONOTONIC_TIMESTAMP"] if l else "")')
+last_thaw=$(journal_lines "$daemon" APP=scale ACTION=thaw -o json | tail -n 1 | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["__MONOTONIC_TIMESTAMP"])')
 [ -z "$first_grow" ] || [ "$first_grow" -gt "$last_thaw" ] ||
     fail "a worker was forked ($first_grow) before the last parked one was thawed ($last_thaw)"
-pass "parked workers were thawed before any fork ($(journal_count APP=scale ACTION=grow) forks after)"
+pass "parked workers were thawed before any fork ($(journal_count "$daemon" APP=scale ACTION=grow) forks after)"
 wait_load burst
 wait_load trickle
 systemctl stop uwsgi-scale.service

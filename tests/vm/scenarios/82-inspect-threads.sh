@@ -144,6 +144,6 @@ pass "metrics: no default stacks left"
 for n in $(threads_with "$AW_RESULT_DIR/after.json" $((8 << 20))); do
     [ "$n" -eq 0 ] || note "$n threads still have the default stack (made by the app or a library, not by uWSGI)"
 done
-journalctl -u "$unit" --after-cursor "$AW_CURSOR" -o cat --no-pager | grep -q "threads stack size set to 64k" ||
+journalctl -u "$unit" --since "$AW_SINCE" -o cat --no-pager | grep -q "threads stack size set to 64k" ||
     fail "uWSGI did not log its threads stack size"
 pass "uWSGI: threads stack size set to 64k"

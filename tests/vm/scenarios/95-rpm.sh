@@ -20,7 +20,7 @@ assert_eq "$(rpm -qc adaptive-workers)" "$AW_CONF" "%config files"
 [ -d /etc/adaptive-workers/policies.d ] || fail "%post did not create policies.d"
 pass "%post created /etc/adaptive-workers/policies.d"
 assert_eq "$(systemctl is-enabled "$AW_UNIT" 2>&1)" enabled "%post enabled the service"
-starting=$(journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o cat \
+starting=$(journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o cat \
     MESSAGE_ID=7d4958e842da4a758f6c1cdc7b36dcc5 --no-pager)
 [ -n "$starting" ] || fail "%post did not start the service (no 'Starting' in the journal)"
 pass "%post started the service: $(head -n 1 <<<"$starting")"
