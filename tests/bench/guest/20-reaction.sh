@@ -98,9 +98,11 @@ if wanted kill; then
         master=$(bench_master t)
         wait_for 30 four_placed || fail "trial $i: the 4 workers are not in their scopes"
         sleep 1.2   # older than min_lifetime
-        # Every worker holds 64 MiB: four requests at once land on four workers.
+        # Every worker holds some memory: four requests at once land on
+        # four workers.
         for _ in 1 2 3 4; do
-            curl -fsS --max-time 30 -o /dev/null "http://127.0.0.1:$BENCH_PORT/work?ms=800&leak_kb=65536" &
+            curl -fsS --max-time 30 -o /dev/null \
+                "http://127.0.0.1:$BENCH_PORT/work?ms=800&leak_kb=$((AW_BENCH_TRIAL_HOLD_MB * 1024))" &
         done
         wait
         sleep 1.5   # a worker tick reads their memory

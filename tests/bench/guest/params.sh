@@ -64,6 +64,10 @@ fi
 # cheaper backlog, adaptive-workers forking, adaptive-workers thawing).
 : "${AW_BENCH_REACTION:=kill b c f}"
 # Host bounds for the U-crossing trials: a hog takes the host to 2% below
-# L, then across L and U, with the workers holding memory to kill.
-: "${AW_BENCH_TRIAL_LOWER:=55%}"
-: "${AW_BENCH_TRIAL_UPPER:=58%}"
+# L, then across L and U, with 4 workers holding AW_BENCH_TRIAL_HOLD_MB
+# each to kill. Small workers against a wide band: under TCG the hog
+# climbs a few MB/s, and recycles at L of big workers would free more
+# than it takes, so that U would never be crossed at all.
+: "${AW_BENCH_TRIAL_LOWER:=40%}"
+: "${AW_BENCH_TRIAL_UPPER:=43%}"
+: "${AW_BENCH_TRIAL_HOLD_MB:=16}"
