@@ -47,10 +47,15 @@ def percentile(values, p):
 
 def trials(path, key):
     rows = load_jsonl(path)
-    values = [r[key] for r in rows if r.get(key) is not None]
+    # A negative time is no reaction to the event watched: the daemon acted
+    # on an earlier crossing (the host reached U through other memory
+    # before the hog read it); such trials are counted, not measured.
+    values = [r[key] for r in rows if r.get(key) is not None and r[key] >= 0]
     return {
         "trials": len(rows),
         "measured": len(values),
+        "before_event": sum(1 for r in rows if r.get(key) is not None and r[key] < 0),
+        "missed": sum(1 for r in rows if r.get(key) is None),
         "p50_ms": percentile(values, 50),
         "p99_ms": percentile(values, 99),
         "min_ms": min(values) if values else None,
@@ -126,6 +131,7 @@ def config_table(r):
     add("latency p50 / p99 (ms)", lambda x: f"{fmt(x['p50_ms'])} / {fmt(x['p99_ms'])}")
     add("throughput (req/s)", lambda x: fmt(x["throughput_rps"]))
     add("worker respawns (replacements)", lambda x: str(x["respawns"]))
+    add("  per 1,000 requests served", lambda x: f"{1000 * x['respawns'] / x['requests']:.1f}")
     add("  of which after a kill (SIGKILL)",
         lambda x: str(sum(v for k, v in x["respawn_causes"].items() if k.startswith("signal") or k.startswith("evil"))))
     add("scaling: workers started / stopped", lambda x: f"{x['scale_spawns']} / {x['cheaped']}")
@@ -229,7 +235,9 @@ def markdown(res):
     for key, name in names.items():
         t = res["reaction"].get(key)
         if t:
-            lines.append(row(name, [f"{t['measured']}/{t['trials']}", fmt(t["p50_ms"], " ms"),
+            lines.append(row(name, [f"{t['measured']}/{t['trials']}" + (
+                f" ({t['missed']} without a reaction, {t['before_event']} acted before the event)"
+                if t["missed"] or t["before_event"] else ""), fmt(t["p50_ms"], " ms"),
                                     fmt(t["p99_ms"], " ms"), fmt(t["min_ms"], " ms"), fmt(t["max_ms"], " ms")]))
     s = res["sensing_vm"]
     lines += ["", "### Sensing cost per worker (in the VM, one uWSGI worker)", "",
