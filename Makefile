@@ -8,7 +8,7 @@
 #   make install   on a systemd host: build, install and enable the package;
 #                  elsewhere (no systemd as PID 1): the demo, in a VM
 #   make demo      boot the VM with the package installed, run tests/vm/demo.sh
-#   make bench     the benchmark (tests/bench/run, about 25 min; BENCHMARKS.md)
+#   make bench     the benchmark (tests/bench/run, 40-50 min; BENCHMARKS.md)
 #   make prereqs   install what is missing (Debian packages, cargo tools)
 
 SHELL := /bin/bash
