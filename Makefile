@@ -8,6 +8,7 @@
 #   make install   on a systemd host: build, install and enable the package;
 #                  elsewhere (no systemd as PID 1): the demo, in a VM
 #   make demo      boot the VM with the package installed, run tests/vm/demo.sh
+#   make bench     the benchmark (tests/bench/run, 40-50 min; BENCHMARKS.md)
 #   make prereqs   install what is missing (Debian packages, cargo tools)
 
 SHELL := /bin/bash
@@ -27,9 +28,10 @@ BIN := $(or $(CARGO_TARGET_DIR),target)/release/adaptive-workers
 SHELL_SCRIPTS := .ci/run .ci/prereqs tests/vm/run tests/vm/summary \
 	tests/vm/image/build tests/vm/image/customize tests/vm/image/aw-vm-boot \
 	tests/vm/guest/*.sh tests/vm/scenarios/*.sh tests/vm/demo.sh \
+	tests/bench/run tests/bench/guest/*.sh \
 	packaging/debian/postinst packaging/debian/postrm
 
-.PHONY: check prereqs fmt-check lint clippy shellcheck test package lintian vm demo install clean-vm
+.PHONY: check prereqs fmt-check lint clippy shellcheck test package lintian vm demo bench install clean-vm
 
 check: prereqs fmt-check lint test package lintian vm
 
@@ -74,6 +76,11 @@ vm: package
 
 demo: prereqs package
 	tests/vm/run --no-build --demo
+
+# Long (three configurations and the reaction trials in one VM boot), so
+# never part of check. Results: target/bench/results.{md,json}.
+bench: prereqs package
+	tests/bench/run --no-build
 
 # The daemon needs systemd as PID 1 and the unified cgroup v2 hierarchy with
 # the memory controller; a host without them gets the demo in a VM instead.

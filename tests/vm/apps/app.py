@@ -8,6 +8,15 @@
   /free           drop what /leak kept
   /sleep?ms=N     hold the worker for N ms (a busy worker, a growing backlog)
   /mem            this worker's pid, leaked MiB and VmRSS/RssAnon in kB
+  /work?ms=N&leak_kb=K
+                  a request of a real app, compressed in time: keep K more
+                  KiB for good (a cache that never evicts), then wait N ms
+                  (a database, another service); the benchmark's request
+
+With AW_APP_PRELOAD_MB=N in the environment (uWSGI: env = ...), the module
+writes N MiB at import: data the master loads before it forks, which every
+worker maps (it counts in each worker's RSS) and none writes (it stays
+charged to the master, not to the workers' scopes).
 """
 
 import json
@@ -16,6 +25,7 @@ import time
 from urllib.parse import parse_qs
 
 LEAKED = []
+PRELOADED = bytearray(b"\x5a") * (int(os.environ.get("AW_APP_PRELOAD_MB", "0") or 0) << 20)
 
 
 def _status_kb(field):
@@ -56,6 +66,12 @@ def _route(environ):
     if path == "/sleep":
         time.sleep(_int_arg(environ, "ms", 100) / 1000)
         return "200 OK", "text/plain", b"slept\n"
+    if path == "/work":
+        kb = _int_arg(environ, "leak_kb", 0)
+        if kb > 0:
+            LEAKED.append(bytearray(b"\xa5") * (kb * 1024))
+        time.sleep(_int_arg(environ, "ms", 0) / 1000)
+        return "200 OK", "text/plain", b"done\n"
     if path == "/mem":
         return _json(
             {

@@ -13,6 +13,9 @@ Examples:
   load.py http://127.0.0.1:8001/sleep?ms=50 --rate 40 --duration 5
   load.py http://127.0.0.1:8001/ --phase 5:16 --phase 10:1:5 --phase 5:16
       (a burst at 16 connections, a quiet 10 s at 5 req/s, another burst)
+  load.py http://127.0.0.1:8001 --mix 95:/work?ms=30 --mix 5:/work?leak_kb=4096
+      (each request picks its path by weight, from a seeded generator, so
+      every run sends the same mix; "mix" in the output counts each path)
 
 Each request uses a new connection, as a proxy in front of uWSGI usually
 does, so that queued connections show up in the listen backlog.
@@ -21,12 +24,14 @@ does, so that queued connections show up in the listen backlog.
 import argparse
 import http.client
 import json
+import random
 import sys
 import threading
 import time
 from urllib.parse import urlsplit
 
 MAX_ERRORS_KEPT = 5
+MAX_FAILURE_TIMES_KEPT = 500
 
 
 class Stats:
@@ -35,12 +40,20 @@ class Stats:
         self.latencies = []
         self.failures = 0
         self.errors = []
+        self.per_path = {}
+        self.failure_times = []
 
-    def record(self, seconds, error):
+    def record(self, seconds, error, path=None):
         with self.lock:
             self.latencies.append(seconds)
+            if path is not None:
+                counts = self.per_path.setdefault(path, [0, 0])
+                counts[0] += 1
+                counts[1] += error is not None
             if error is not None:
                 self.failures += 1
+                if len(self.failure_times) < MAX_FAILURE_TIMES_KEPT:
+                    self.failure_times.append(round(time.monotonic(), 3))
                 if len(self.errors) < MAX_ERRORS_KEPT:
                     self.errors.append(error)
 
@@ -85,7 +98,20 @@ def one_request(url, timeout):
         conn.close()
 
 
-def worker(url, deadline, interval, timeout, stats):
+class Mix:
+    """Weighted paths; each thread draws from its own seeded generator."""
+
+    def __init__(self, entries, seed):
+        self.paths = [p for _, p in entries]
+        self.weights = [w for w, _ in entries]
+        self.seed = seed
+
+    def picker(self, index):
+        rng = random.Random(self.seed * 1000 + index)
+        return lambda: rng.choices(self.paths, self.weights)[0]
+
+
+def worker(url, deadline, interval, timeout, stats, pick=None):
     next_at = time.monotonic()
     while True:
         now = time.monotonic()
@@ -96,20 +122,25 @@ def worker(url, deadline, interval, timeout, stats):
                 time.sleep(min(next_at - now, deadline - now))
                 continue
             next_at += interval
+        path = pick() if pick else None
         t0 = time.monotonic()
-        error = one_request(url, timeout)
-        stats.record(time.monotonic() - t0, error)
+        error = one_request(url.rstrip("/") + path if path else url, timeout)
+        stats.record(time.monotonic() - t0, error, path)
 
 
-def run_phase(url, seconds, concurrency, rate, timeout):
+def run_phase(url, seconds, concurrency, rate, timeout, mix=None, phase_no=0):
     stats = Stats()
     # rate is for the whole phase: each thread takes an equal share.
     interval = concurrency / rate if rate > 0 else 0.0
     start = time.monotonic()
     deadline = start + seconds
     threads = [
-        threading.Thread(target=worker, args=(url, deadline, interval, timeout, stats), daemon=True)
-        for _ in range(concurrency)
+        threading.Thread(
+            target=worker,
+            args=(url, deadline, interval, timeout, stats,
+                  mix.picker(phase_no * 1000 + i) if mix else None),
+            daemon=True)
+        for i in range(concurrency)
     ]
     for t in threads:
         t.start()
@@ -132,6 +163,17 @@ def parse_phase(text):
     return {"seconds": seconds, "concurrency": conc, "rate": rate}
 
 
+def parse_mix(text):
+    weight, sep, path = text.partition(":")
+    try:
+        w = float(weight)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+    if not sep or not path.startswith("/") or w <= 0:
+        raise argparse.ArgumentTypeError("mix is WEIGHT:/PATH")
+    return w, path
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("url")
@@ -141,21 +183,36 @@ def main():
     ap.add_argument("--phase", type=parse_phase, action="append", default=[],
                     help="SECONDS:CONCURRENCY[:RATE], repeatable; replaces the three options above")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds")
+    ap.add_argument("--mix", type=parse_mix, action="append", default=[],
+                    help="WEIGHT:/PATH, repeatable: each request picks a path by weight (URL is the base)")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the mix")
     args = ap.parse_args()
+    mix = Mix(args.mix, args.seed) if args.mix else None
 
     phases = args.phase or [{"seconds": args.duration, "concurrency": args.concurrency, "rate": args.rate}]
     total = Stats()
+    started_at = time.monotonic()
     total_seconds = 0.0
     phase_results = []
-    for ph in phases:
-        stats, seconds = run_phase(args.url, ph["seconds"], ph["concurrency"], ph["rate"], args.timeout)
+    for no, ph in enumerate(phases):
+        stats, seconds = run_phase(args.url, ph["seconds"], ph["concurrency"], ph["rate"], args.timeout,
+                                   mix, no)
         phase_results.append({**ph, **stats.summary(seconds)})
         total.latencies += stats.latencies
         total.failures += stats.failures
         total.errors += stats.errors[: MAX_ERRORS_KEPT - len(total.errors)]
+        total.failure_times += stats.failure_times[: MAX_FAILURE_TIMES_KEPT - len(total.failure_times)]
+        for path, (n, failed) in stats.per_path.items():
+            counts = total.per_path.setdefault(path, [0, 0])
+            counts[0] += n
+            counts[1] += failed
         total_seconds += seconds
 
-    out = {"url": args.url, **total.summary(total_seconds), "phases": phase_results}
+    out = {"url": args.url, **total.summary(total_seconds), "phases": phase_results,
+           # On the monotonic clock (as the journal's __MONOTONIC_TIMESTAMP).
+           "started_at": round(started_at, 3), "failure_times": total.failure_times}
+    if mix:
+        out["mix"] = {p: {"requests": n, "failures": f} for p, (n, f) in sorted(total.per_path.items())}
     json.dump(out, sys.stdout, indent=1)
     sys.stdout.write("\n")
 

@@ -41,13 +41,20 @@ selected() {
 }
 
 scenarios=()
-if [ "$AW_MODE" = demo ]; then
-    scenarios=("$AW_ROOT/demo.sh")
-else
-    for f in "$AW_ROOT"/scenarios/*.sh; do
-        selected "$(basename "$f" .sh)" && scenarios+=("$f")
-    done
-fi
+case $AW_MODE in
+    demo) scenarios=("$AW_ROOT/demo.sh") ;;
+    bench)
+        # The benchmark: the sensing figures, then its own scripts.
+        for f in "$AW_ROOT"/scenarios/98-bench-sensing.sh "$AW_ROOT"/bench/[0-9]*.sh; do
+            selected "$(basename "$f" .sh)" && scenarios+=("$f")
+        done
+        ;;
+    *)
+        for f in "$AW_ROOT"/scenarios/*.sh; do
+            selected "$(basename "$f" .sh)" && scenarios+=("$f")
+        done
+        ;;
+esac
 for f in "${scenarios[@]}"; do basename "$f" .sh; done > "$RESULTS/planned.txt"
 : > "$RESULTS/summary.tsv"
 flush_results

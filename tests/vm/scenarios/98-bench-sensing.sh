@@ -22,7 +22,9 @@ wait_for 5 all_placed shop || fail "shop workers not placed"
 
 measure() {
     local target_mb=$1 pid cg result
-    pid=$(json_get "$(http_get "http://127.0.0.1:8001/leak?mb=$target_mb")" pid)
+    # Writing 1 GB under software emulation takes long on a busy machine:
+    # more than http_get's 30 s when other VMs share the CPUs.
+    pid=$(json_get "$(curl -fsS --max-time 300 "http://127.0.0.1:8001/leak?mb=$target_mb")" pid)
     cg=/sys/fs/cgroup$(scope_cgroup shop "$pid")
     result=$(python3 "$AW_ROOT/guest/readcost.py" "$pid" "$cg")
     echo "$result"
