@@ -116,9 +116,11 @@ if wanted kill; then
 import json, subprocess, sys
 hog = json.loads(sys.argv[1].strip().splitlines()[-1])
 entries = subprocess.run(
-    ["journalctl", "-u", "adaptive-workers.service", "--after-cursor", sys.argv[3], "-o", "json", "--no-pager",
-     "ACTION=kill"], capture_output=True, text=True, check=True).stdout.split("\n")
-kills = [json.loads(e) for e in entries if e.strip()]
+    ["journalctl", "-u", "adaptive-workers.service", "--after-cursor", sys.argv[3], "-o", "json", "--no-pager"],
+    capture_output=True, text=True, check=True).stdout.split("\n")
+# Filtered here: journalctl 252 with --after-cursor and a field match can
+# miss entries.
+kills = [k for k in (json.loads(e) for e in entries if e.strip()) if k.get("ACTION") == "kill"]
 marked = hog["marked_at"]
 if marked is not None:
     kills = [k for k in kills if int(k["__MONOTONIC_TIMESTAMP"]) / 1e6 > marked - 2.0]
@@ -138,7 +140,7 @@ print(json.dumps({
 PY
         echo "trial $i: $(tail -n 1 "$out")"
     done
-    journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o short-monotonic --no-pager > "$AW_RESULT_DIR/daemon-trials.log" || true
+    journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o short-monotonic --no-pager > "$AW_RESULT_DIR/daemon-trials.log" || true
     bench_stop
 fi
 
@@ -172,7 +174,7 @@ if wanted f; then
     burst c 8
     wait_for 60 frozen_ge "$BENCH_APP" 1 || fail "no worker parked after the warm-up burst"
     grow_trials c f
-    journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o short-monotonic --no-pager > "$AW_RESULT_DIR/daemon-grow.log" || true
+    journalctl -u "$AW_UNIT" --since "$AW_SINCE" -o short-monotonic --no-pager > "$AW_RESULT_DIR/daemon-grow.log" || true
     bench_stop
 fi
 
