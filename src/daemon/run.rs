@@ -210,8 +210,11 @@ pub async fn run() -> anyhow::Result<()> {
         (host, worker)
     };
     let (mut host_iv, mut worker_iv) = ticks(&d);
+    // A quarter of the timeout, not the usual half: a tick may wait for
+    // systemd up to CALL_TIMEOUT (and JOB_TIMEOUT for a scope) while PID 1
+    // re-executes, and the pet must still come in time.
     let mut watchdog =
-        interval(sd_notify::watchdog_enabled().map_or(Duration::from_secs(3600), |t| t / 2));
+        interval(sd_notify::watchdog_enabled().map_or(Duration::from_secs(3600), |t| t / 4));
 
     loop {
         tokio::select! {
