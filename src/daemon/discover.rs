@@ -19,7 +19,7 @@ use super::signal::Signaller;
 use crate::procfs::PidStat;
 use crate::systemd::{KillWhom, Systemd, escape, slice_cgroup};
 
-/// Placements in flight at once.
+/// Placements in flight at once, and placed per call of `discover`.
 const PLACE_AT_ONCE: usize = 32;
 /// A failed placement is retried after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -132,6 +132,10 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             app.roster = Some(roster);
             found = keep;
         }
+        // One wave of placements per call: the rest are found again on the
+        // next fast tick (100 ms). 1,000 workers placed in one go kept the
+        // loop away from its watchdog for over 30 s in a slow VM.
+        found.truncate(PLACE_AT_ONCE);
         self.place(name, found).await;
     }
 

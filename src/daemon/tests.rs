@@ -563,7 +563,16 @@ async fn many_workers_are_placed_with_bounded_calls_in_flight() {
     let mut d = h.daemon(h.policy("shop", SHOP));
     shop(&h, &d, 200);
     d.worker_tick().await;
+    // One wave per tick, so that the loop (and its watchdog) gets a turn
+    // between waves; the fast ticks place the rest.
+    assert_eq!(d.apps["shop"].workers.len(), 32);
+    let mut ticks = 0;
+    while d.apps["shop"].workers.len() < 200 && ticks < 10 {
+        d.host_tick().await;
+        ticks += 1;
+    }
     assert_eq!(d.apps["shop"].workers.len(), 200);
+    assert_eq!(ticks, 6, "200 workers in waves of 32");
     let max = d.systemd.state.lock().unwrap().max_in_flight;
     assert!(max > 1, "placements run concurrently ({max})");
     assert!(
