@@ -46,11 +46,13 @@ scope_cgroup() { echo "/aw.slice/aw-$(esc "$1").slice/aw-$(esc "$1")-$2.scope"; 
 # in_own_scope APP PID
 in_own_scope() { [ "$(cgroup_of "$2")" = "$(scope_cgroup "$1" "$2")" ]; }
 
-# unit_of APP: the sample app's service (lib.sh knows shop and blog)
+# unit_of APP: the sample app's service (lib.sh knows shop and blog; any
+# other app runs as aw-APP.service, e.g. apps/forker.py under systemd-run)
 unit_of() {
     case $1 in
         scale) echo uwsgi-scale.service ;;
-        *) app_unit "$1" ;;
+        shop | blog) app_unit "$1" ;;
+        *) echo "aw-$1.service" ;;
     esac
 }
 
@@ -89,16 +91,18 @@ journal_lines() {
 }
 
 # placement_ms PID: milliseconds from the worker's fork to the daemon's
-# "placed" journal entry (both on the monotonic clock, which in the VM
-# equals the boot-time clock /proc/PID/stat counts in)
+# "placed" journal entry. The journal counts on the monotonic clock,
+# /proc/PID/stat on the boot-time one, which runs ahead of it once the VM
+# has lost time (a busy host): the difference is taken off.
 placement_ms() {
-    local pid=$1 start_ticks placed_us hz
+    local pid=$1 start_ticks placed_us hz offset_us
     hz=$(getconf CLK_TCK)
     start_ticks=$(awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$pid/stat")
+    offset_us=$(python3 -c 'import time; print(int((time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)) * 1e6))')
     placed_us=$(journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o json --no-pager \
         ACTION=place WORKER_PID="$pid" |
         python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["__MONOTONIC_TIMESTAMP"])')
-    echo $(((placed_us - start_ticks * 1000000 / hz) / 1000))
+    echo $(((placed_us - start_ticks * 1000000 / hz + offset_us) / 1000))
 }
 
 # global_oom_kills: how often the kernel's global OOM killer fired this boot
@@ -135,6 +139,46 @@ wait_load() {
         fail "$name: $(json_get "$result" failures) of $(json_get "$result" requests) requests failed: $(json_get "$result" errors)"
     pass "$name: $(json_get "$result" requests) requests, 0 failed, p50 $(json_get "$result" p50_ms) ms, p99 $(json_get "$result" p99_ms) ms"
 }
+
+# end_load NAME: stop a background load client now (it prints what it has)
+# and check it as wait_load does
+end_load() {
+    kill -TERM "$(cat "$AW_RESULT_DIR/$1.pid")" 2>/dev/null || true
+    wait_load "$1"
+}
+
+# figure NAME VALUE: one line of $AW_RESULT_DIR/figures.txt, also printed
+figure() {
+    echo "$1 $2" >> "$AW_RESULT_DIR/figures.txt"
+    echo "figure: $1 $2"
+}
+
+# cpu_ticks PID: user + system CPU time of a process, in clock ticks
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+
+# rss_kb PID: resident set size in KiB
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# cpu_percent TICKS SECONDS: CPU time as a share of one CPU over a period
+cpu_percent() {
+    awk -v t="$1" -v s="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", 100 * t / hz / s }'
+}
+
+# bus_monitor_start FILE: record every D-Bus method call the daemon makes
+# (one line each, dbus-monitor's profile format; the member is the last
+# field) until bus_monitor_stop
+bus_monitor_start() {
+    local unique
+    unique=$(busctl status org.adaptiveworkers.Daemon | sed -n 's/^UniqueName=//p')
+    [ -n "$unique" ] || fail "the daemon has no name on the bus"
+    dbus-monitor --system --profile "type='method_call',sender='$unique'" > "$1" 2>&1 &
+    bus_monitor_pid=$!
+    sleep 1
+}
+bus_monitor_stop() { kill "$bus_monitor_pid" 2>/dev/null || true; wait "$bus_monitor_pid" 2>/dev/null || true; }
+
+# bus_calls FILE [MEMBER]: method calls recorded (of that member)
+bus_calls() { awk -v m="${2:-}" '$1 == "mc" && (m == "" || $NF == m)' "$1" | wc -l; }
 
 # start_unit_app UNIT PORT: install the sample apps and UNIT, start it, wait
 # until it answers (for apps other than lib.sh's shop and blog)
