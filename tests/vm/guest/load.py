@@ -14,6 +14,9 @@ Examples:
   load.py http://127.0.0.1:8001/ --phase 5:16 --phase 10:1:5 --phase 5:16
       (a burst at 16 connections, a quiet 10 s at 5 req/s, another burst)
 
+SIGTERM ends the run early (every phase stops at once) and the results so
+far are printed as usual: for load that lasts as long as a scenario needs.
+
 Each request uses a new connection, as a proxy in front of uWSGI usually
 does, so that queued connections show up in the listen backlog.
 """
@@ -21,12 +24,15 @@ does, so that queued connections show up in the listen backlog.
 import argparse
 import http.client
 import json
+import signal
 import sys
 import threading
 import time
 from urllib.parse import urlsplit
 
 MAX_ERRORS_KEPT = 5
+# Set by SIGTERM: stop every phase now.
+STOP = threading.Event()
 
 
 class Stats:
@@ -89,7 +95,7 @@ def worker(url, deadline, interval, timeout, stats):
     next_at = time.monotonic()
     while True:
         now = time.monotonic()
-        if now >= deadline:
+        if now >= deadline or STOP.is_set():
             return
         if interval:
             if next_at > now:
@@ -147,7 +153,10 @@ def main():
     total = Stats()
     total_seconds = 0.0
     phase_results = []
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     for ph in phases:
+        if STOP.is_set():
+            break
         stats, seconds = run_phase(args.url, ph["seconds"], ph["concurrency"], ph["rate"], args.timeout)
         phase_results.append({**ph, **stats.summary(seconds)})
         total.latencies += stats.latencies
