@@ -240,14 +240,23 @@ pub async fn run() -> anyhow::Result<()> {
                         d.worker_tick().await;
                     }
                 }
+                // One look per parent for the whole batch: a master that
+                // forks 100 workers at once sends 100 events, and a wave of
+                // placements per event kept the loop from its watchdog.
+                let mut parents = Vec::new();
                 for ev in events.drain(..) {
                     match ev {
-                        ProcEvent::Fork { parent_tgid, child_pid, child_tgid, .. } if child_pid == child_tgid => {
-                            d.on_fork(parent_tgid).await
+                        ProcEvent::Fork { parent_tgid, child_pid, child_tgid, .. }
+                            if child_pid == child_tgid && !parents.contains(&parent_tgid) =>
+                        {
+                            parents.push(parent_tgid)
                         }
                         ProcEvent::Exit { pid, tgid, .. } if pid == tgid => d.on_exit(pid),
                         _ => {}
                     }
+                }
+                for parent in parents {
+                    d.on_fork(parent).await;
                 }
             }
             _ = hup.recv() => {
