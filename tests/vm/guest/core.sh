@@ -91,18 +91,16 @@ journal_lines() {
 }
 
 # placement_ms PID: milliseconds from the worker's fork to the daemon's
-# "placed" journal entry. The journal counts on the monotonic clock,
-# /proc/PID/stat on the boot-time one, which runs ahead of it once the VM
-# has lost time (a busy host): the difference is taken off.
+# "placed" journal entry (both on the monotonic clock, which in the VM
+# equals the boot-time clock /proc/PID/stat counts in)
 placement_ms() {
-    local pid=$1 start_ticks placed_us hz offset_us
+    local pid=$1 start_ticks placed_us hz
     hz=$(getconf CLK_TCK)
     start_ticks=$(awk '{ sub(/^.*\) /, ""); print $20 }' "/proc/$pid/stat")
-    offset_us=$(python3 -c 'import time; print(int((time.clock_gettime(time.CLOCK_BOOTTIME) - time.clock_gettime(time.CLOCK_MONOTONIC)) * 1e6))')
     placed_us=$(journalctl -u "$AW_UNIT" --after-cursor "$AW_CURSOR" -o json --no-pager \
         ACTION=place WORKER_PID="$pid" |
         python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["__MONOTONIC_TIMESTAMP"])')
-    echo $(((placed_us - start_ticks * 1000000 / hz + offset_us) / 1000))
+    echo $(((placed_us - start_ticks * 1000000 / hz) / 1000))
 }
 
 # global_oom_kills: how often the kernel's global OOM killer fired this boot
