@@ -17,9 +17,9 @@ use super::Daemon;
 use super::model::Worker;
 use super::signal::Signaller;
 use crate::procfs::PidStat;
-use crate::systemd::{Systemd, escape, slice_cgroup};
+use crate::systemd::{KillWhom, Systemd, escape, slice_cgroup};
 
-/// Placements in flight at once.
+/// Placements in flight at once, and placed per call of `discover`.
 const PLACE_AT_ONCE: usize = 32;
 /// A failed placement is retried after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -132,6 +132,10 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             app.roster = Some(roster);
             found = keep;
         }
+        // One wave of placements per call: the rest are found again on the
+        // next fast tick (100 ms). 1,000 workers placed in one go kept the
+        // loop away from its watchdog for over 30 s in a slow VM.
+        found.truncate(PLACE_AT_ONCE);
         self.place(name, found).await;
     }
 
@@ -186,6 +190,80 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                         stat.pid
                     );
                 }
+            }
+        }
+    }
+
+    /// Kills the scopes of workers whose master died. When a service's
+    /// main process dies, systemd kills what is left in the service's
+    /// cgroup; workers moved into scopes escape that, and systemd (252)
+    /// does not carry an automatic restart over to the PartOf= scopes. So
+    /// a master that crashes (uWSGI without `no-orphans`, a generic
+    /// master) would leave its workers running, orphaned, in scopes that
+    /// nobody stops, one set per crash. A process in a worker scope whose
+    /// parent is neither the master, nor in the service's cgroup (an old
+    /// master still running, as in a gunicorn USR2 upgrade), nor in the
+    /// same scope (a worker's own child) is such an orphan, and its scope
+    /// is killed (SIGKILL: its master is gone, nobody would finish its
+    /// exit). Checked when the master changes, and once at start for a
+    /// crash while the daemon was away: not on every tick.
+    pub(super) async fn reap_orphans(&mut self, name: &str) {
+        let Some(app) = self.apps.get_mut(name) else {
+            return;
+        };
+        let master = app.master();
+        if app.orphans_checked_for == Some(master) {
+            return;
+        }
+        app.orphans_checked_for = Some(master);
+        let service = app.service.as_ref().map(|s| s.control_group.clone());
+        let slice = slice_cgroup(name);
+        let Ok(children) = self.cgroups.children(&slice) else {
+            return;
+        };
+        let prefix = format!("aw-{}-", escape(name));
+        let mut orphans = Vec::new();
+        for scope in children
+            .iter()
+            .filter(|c| c.starts_with(&prefix) && c.ends_with(".scope"))
+        {
+            let cgroup = format!("{slice}/{scope}");
+            for pid in self.cgroups.procs(&cgroup).unwrap_or_default() {
+                let Ok(stat) = self.procfs.pid_stat(pid) else {
+                    continue;
+                };
+                if Some(stat.ppid) == master {
+                    continue;
+                }
+                let orphaned = match self.procfs.pid_cgroup(stat.ppid) {
+                    Ok(cg) => cg != cgroup && Some(&cg) != service.as_ref(),
+                    // The parent just exited: the worker is an orphan now.
+                    Err(e) => e.is_gone(),
+                };
+                if orphaned {
+                    orphans.push((scope.clone(), pid, stat.ppid));
+                    break;
+                }
+            }
+        }
+        for (scope, pid, ppid) in orphans {
+            tracing::warn!(
+                app = name,
+                worker_pid = pid,
+                scope = scope.as_str(),
+                action = "reap",
+                "worker {pid} of {name} outlived its master (its parent is now PID {ppid}): killing {scope}, as systemd kills what is left of a service whose main process died"
+            );
+            if let Some(app) = self.apps.get_mut(name) {
+                app.workers.remove(&pid);
+            }
+            if let Err(e) = self
+                .systemd
+                .kill(&scope, KillWhom::All, libc::SIGKILL)
+                .await
+                && !e.is_gone()
+            {
+                tracing::error!(app = name, scope = scope.as_str(), "{e}");
             }
         }
     }

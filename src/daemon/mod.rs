@@ -160,6 +160,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             backoff::note_survivors(app);
         }
         for name in &names {
+            self.reap_orphans(name).await;
             self.adopt(name).await;
             self.sync_limits(name).await;
             self.discover(name).await;

@@ -43,6 +43,9 @@ pub struct AppRuntime {
     /// The limits the worker scopes have; differs from the policy's after
     /// a reload until they are updated.
     pub limits_applied: (Option<u64>, Option<u64>),
+    /// The master PID (or none) for which the app's scopes were last
+    /// checked for workers that outlived their master; `None`: never.
+    pub orphans_checked_for: Option<Option<u32>>,
 }
 
 /// Counts since the daemon started, by what happened.
@@ -108,6 +111,7 @@ impl AppRuntime {
             listen_inodes: Vec::new(),
             freeze_refused: None,
             young: Default::default(),
+            orphans_checked_for: None,
         };
         app.limits_applied = app.limits();
         app

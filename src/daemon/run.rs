@@ -210,8 +210,11 @@ pub async fn run() -> anyhow::Result<()> {
         (host, worker)
     };
     let (mut host_iv, mut worker_iv) = ticks(&d);
+    // A quarter of the timeout, not the usual half: a tick may wait for
+    // systemd up to CALL_TIMEOUT (and JOB_TIMEOUT for a scope) while PID 1
+    // re-executes, and the pet must still come in time.
     let mut watchdog =
-        interval(sd_notify::watchdog_enabled().map_or(Duration::from_secs(3600), |t| t / 2));
+        interval(sd_notify::watchdog_enabled().map_or(Duration::from_secs(3600), |t| t / 4));
 
     loop {
         tokio::select! {
@@ -237,14 +240,23 @@ pub async fn run() -> anyhow::Result<()> {
                         d.worker_tick().await;
                     }
                 }
+                // One look per parent for the whole batch: a master that
+                // forks 100 workers at once sends 100 events, and a wave of
+                // placements per event kept the loop from its watchdog.
+                let mut parents = Vec::new();
                 for ev in events.drain(..) {
                     match ev {
-                        ProcEvent::Fork { parent_tgid, child_pid, child_tgid, .. } if child_pid == child_tgid => {
-                            d.on_fork(parent_tgid).await
+                        ProcEvent::Fork { parent_tgid, child_pid, child_tgid, .. }
+                            if child_pid == child_tgid && !parents.contains(&parent_tgid) =>
+                        {
+                            parents.push(parent_tgid)
                         }
                         ProcEvent::Exit { pid, tgid, .. } if pid == tgid => d.on_exit(pid),
                         _ => {}
                     }
+                }
+                for parent in parents {
+                    d.on_fork(parent).await;
                 }
             }
             _ = hup.recv() => {

@@ -563,7 +563,16 @@ async fn many_workers_are_placed_with_bounded_calls_in_flight() {
     let mut d = h.daemon(h.policy("shop", SHOP));
     shop(&h, &d, 200);
     d.worker_tick().await;
+    // One wave per tick, so that the loop (and its watchdog) gets a turn
+    // between waves; the fast ticks place the rest.
+    assert_eq!(d.apps["shop"].workers.len(), 32);
+    let mut ticks = 0;
+    while d.apps["shop"].workers.len() < 200 && ticks < 10 {
+        d.host_tick().await;
+        ticks += 1;
+    }
     assert_eq!(d.apps["shop"].workers.len(), 200);
+    assert_eq!(ticks, 6, "200 workers in waves of 32");
     let max = d.systemd.state.lock().unwrap().max_in_flight;
     assert!(max > 1, "placements run concurrently ({max})");
     assert!(
@@ -899,4 +908,83 @@ async fn unreadable_worker_memory_is_never_a_reason_to_act() {
     for bad in &workers[..2] {
         assert!(d.apps["shop"].workers.contains_key(bad));
     }
+}
+
+#[tokio::test]
+async fn workers_that_outlived_their_master_have_their_scopes_killed() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 2);
+    d.worker_tick().await;
+    assert_eq!(d.apps["shop"].workers.len(), 2);
+    // A worker's own child shares its scope: not an orphan.
+    let grandchild = MASTER + 20;
+    h.process(grandchild, workers[1], &scope_cgroup(workers[1]));
+    fs::write(
+        h.paths()
+            .cgroup()
+            .join(scope_cgroup(workers[1]).trim_start_matches('/'))
+            .join("cgroup.procs"),
+        format!("{}\n{grandchild}\n", workers[1]),
+    )
+    .unwrap();
+    d.worker_tick().await;
+    assert!(
+        !d.systemd.calls().iter().any(|c| c.starts_with("kill")),
+        "{:?}",
+        d.systemd.calls()
+    );
+
+    // The master crashes: worker 1 is reparented to PID 1; worker 2 has
+    // already exited, its child is reparented too; systemd starts a new
+    // master.
+    h.process(1, 0, "/init.scope");
+    h.exit(MASTER);
+    h.process(workers[0], 1, &scope_cgroup(workers[0]));
+    h.exit(workers[1]);
+    d.on_exit(workers[1]);
+    h.process(grandchild, 1, &scope_cgroup(workers[1]));
+    fs::write(
+        h.paths()
+            .cgroup()
+            .join(scope_cgroup(workers[1]).trim_start_matches('/'))
+            .join("cgroup.procs"),
+        format!("{grandchild}\n"),
+    )
+    .unwrap();
+    let new_master = MASTER + 50;
+    h.process(new_master, 1, "/system.slice/shop.service");
+    d.systemd
+        .state
+        .lock()
+        .unwrap()
+        .services
+        .get_mut("shop.service")
+        .unwrap()
+        .main_pid = new_master;
+    d.worker_tick().await;
+    let kills: Vec<String> = d
+        .systemd
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("kill"))
+        .collect();
+    assert_eq!(
+        kills,
+        workers
+            .iter()
+            .map(|w| format!("kill aw-shop-{w}.scope all 9"))
+            .collect::<Vec<_>>()
+    );
+    assert!(d.apps["shop"].workers.is_empty());
+    // Checked once per master, not on every tick.
+    d.worker_tick().await;
+    assert_eq!(
+        d.systemd
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("kill"))
+            .count(),
+        2
+    );
 }

@@ -66,6 +66,13 @@ trait Unit {
     fn active_state(&self) -> zbus::Result<String>;
 }
 
+/// How long to wait for any answer from systemd. It answers in
+/// milliseconds, except while it re-executes (`systemctl daemon-reexec`,
+/// a package upgrade): a call sent just before is answered only once the
+/// old PID 1 leaves the bus, which took 19 s in a slow VM. Without a bound
+/// the daemon's loop waited that long and missed its watchdog.
+const CALL_TIMEOUT: Duration = Duration::from_secs(8);
+
 /// How long to wait for systemd to finish creating a scope.
 const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -76,7 +83,11 @@ pub struct DbusSystemd {
 
 impl DbusSystemd {
     pub async fn connect() -> Result<Self, SystemdError> {
-        let conn = Connection::system().await.map_err(SystemdError::Connect)?;
+        let conn = zbus::connection::Builder::system()
+            .method_timeout(CALL_TIMEOUT)
+            .build()
+            .await
+            .map_err(SystemdError::Connect)?;
         Self::with_connection(conn).await
     }
 

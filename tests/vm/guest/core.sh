@@ -46,11 +46,13 @@ scope_cgroup() { echo "/aw.slice/aw-$(esc "$1").slice/aw-$(esc "$1")-$2.scope"; 
 # in_own_scope APP PID
 in_own_scope() { [ "$(cgroup_of "$2")" = "$(scope_cgroup "$1" "$2")" ]; }
 
-# unit_of APP: the sample app's service (lib.sh knows shop and blog)
+# unit_of APP: the sample app's service (lib.sh knows shop and blog; any
+# other app runs as aw-APP.service, e.g. apps/forker.py under systemd-run)
 unit_of() {
     case $1 in
         scale) echo uwsgi-scale.service ;;
-        *) app_unit "$1" ;;
+        shop | blog) app_unit "$1" ;;
+        *) echo "aw-$1.service" ;;
     esac
 }
 
@@ -135,6 +137,46 @@ wait_load() {
         fail "$name: $(json_get "$result" failures) of $(json_get "$result" requests) requests failed: $(json_get "$result" errors)"
     pass "$name: $(json_get "$result" requests) requests, 0 failed, p50 $(json_get "$result" p50_ms) ms, p99 $(json_get "$result" p99_ms) ms"
 }
+
+# end_load NAME: stop a background load client now (it prints what it has)
+# and check it as wait_load does
+end_load() {
+    kill -TERM "$(cat "$AW_RESULT_DIR/$1.pid")" 2>/dev/null || true
+    wait_load "$1"
+}
+
+# figure NAME VALUE: one line of $AW_RESULT_DIR/figures.txt, also printed
+figure() {
+    echo "$1 $2" >> "$AW_RESULT_DIR/figures.txt"
+    echo "figure: $1 $2"
+}
+
+# cpu_ticks PID: user + system CPU time of a process, in clock ticks
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+
+# rss_kb PID: resident set size in KiB
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+
+# cpu_percent TICKS SECONDS: CPU time as a share of one CPU over a period
+cpu_percent() {
+    awk -v t="$1" -v s="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", 100 * t / hz / s }'
+}
+
+# bus_monitor_start FILE: record every D-Bus method call the daemon makes
+# (one line each, dbus-monitor's profile format; the member is the last
+# field) until bus_monitor_stop
+bus_monitor_start() {
+    local unique
+    unique=$(busctl status org.adaptiveworkers.Daemon | sed -n 's/^UniqueName=//p')
+    [ -n "$unique" ] || fail "the daemon has no name on the bus"
+    dbus-monitor --system --profile "type='method_call',sender='$unique'" > "$1" 2>&1 &
+    bus_monitor_pid=$!
+    sleep 1
+}
+bus_monitor_stop() { kill "$bus_monitor_pid" 2>/dev/null || true; wait "$bus_monitor_pid" 2>/dev/null || true; }
+
+# bus_calls FILE [MEMBER]: method calls recorded (of that member)
+bus_calls() { awk -v m="${2:-}" '$1 == "mc" && (m == "" || $NF == m)' "$1" | wc -l; }
 
 # start_unit_app UNIT PORT: install the sample apps and UNIT, start it, wait
 # until it answers (for apps other than lib.sh's shop and blog)

@@ -17,6 +17,9 @@ Examples:
       (each request picks its path by weight, from a seeded generator, so
       every run sends the same mix; "mix" in the output counts each path)
 
+SIGTERM ends the run early (every phase stops at once) and the results so
+far are printed as usual: for load that lasts as long as a scenario needs.
+
 Each request uses a new connection, as a proxy in front of uWSGI usually
 does, so that queued connections show up in the listen backlog.
 """
@@ -25,6 +28,7 @@ import argparse
 import http.client
 import json
 import random
+import signal
 import sys
 import threading
 import time
@@ -32,6 +36,8 @@ from urllib.parse import urlsplit
 
 MAX_ERRORS_KEPT = 5
 MAX_FAILURE_TIMES_KEPT = 500
+# Set by SIGTERM: stop every phase now.
+STOP = threading.Event()
 
 
 class Stats:
@@ -115,7 +121,7 @@ def worker(url, deadline, interval, timeout, stats, pick=None):
     next_at = time.monotonic()
     while True:
         now = time.monotonic()
-        if now >= deadline:
+        if now >= deadline or STOP.is_set():
             return
         if interval:
             if next_at > now:
@@ -194,7 +200,10 @@ def main():
     started_at = time.monotonic()
     total_seconds = 0.0
     phase_results = []
+    signal.signal(signal.SIGTERM, lambda *_: STOP.set())
     for no, ph in enumerate(phases):
+        if STOP.is_set():
+            break
         stats, seconds = run_phase(args.url, ph["seconds"], ph["concurrency"], ph["rate"], args.timeout,
                                    mix, no)
         phase_results.append({**ph, **stats.summary(seconds)})

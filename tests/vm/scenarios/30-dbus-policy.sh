@@ -92,3 +92,40 @@ grep -qi 'denied' <<<"$out" || fail "nobody: adaptive-workers reload failed, but
 pass "nobody: adaptive-workers reload refused: $(head -n 1 <<<"$out")"
 out=$(adaptive-workers reload 2>&1) || fail "root: adaptive-workers reload failed: $out"
 pass "root: adaptive-workers reload -> $(head -n 1 <<<"$out")"
+for cmd in "recycle 1" "pause shop" "resume shop"; do
+    # shellcheck disable=SC2086 # the words are the command's arguments
+    if out=$(as_nobody adaptive-workers $cmd 2>&1); then
+        fail "nobody: adaptive-workers $cmd succeeded: $out"
+    fi
+    grep -qi 'denied' <<<"$out" || fail "nobody: adaptive-workers $cmd failed, but not as denied: $out"
+    pass "nobody: adaptive-workers $cmd refused"
+done
+
+step "a bus policy loosened by mistake: the daemon still refuses non-root changes"
+loose=/etc/dbus-1/system.d/zz-aw-test-loose.conf
+cat > "$loose" <<'EOF'
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <!-- A user context: applied after every default-context rule, so this
+       lets nobody's calls through whatever the order of the files. -->
+  <policy user="nobody">
+    <allow send_destination="org.adaptiveworkers.Daemon"/>
+  </policy>
+</busconfig>
+EOF
+trap 'rm -f "$loose"; busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig || true; cleanup' EXIT
+busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig
+# busctl would print any AccessDenied as "Access denied"; the CLI shows the
+# daemon's own message.
+for cmd in "reload" "recycle 1" "pause shop" "resume shop"; do
+    # shellcheck disable=SC2086 # the words are the command's arguments
+    if out=$(as_nobody adaptive-workers $cmd 2>&1); then
+        fail "nobody: adaptive-workers $cmd went through a loosened bus policy: $out"
+    fi
+    [[ $out == *"only root may change adaptive-workers"* ]] ||
+        fail "nobody: adaptive-workers $cmd failed, but not by the daemon's own check: $out"
+    pass "nobody: adaptive-workers $cmd refused by the daemon itself: $out"
+done
+rm -f "$loose"
+busctl call org.freedesktop.DBus /org/freedesktop/DBus org.freedesktop.DBus ReloadConfig

@@ -61,6 +61,35 @@ set -e
 assert_eq "$rc" 1 "adaptive-workers reload exit status"
 assert_match "$out" "memory.sotf_limit" "adaptive-workers reload shows the error"
 
+step "a policy file others could have written is refused"
+# policy_refused WHY: check and a reload both refuse shop.toml, naming why
+policy_refused() {
+    set +e
+    out=$(adaptive-workers check 2>&1 >/dev/null)
+    rc=$?
+    set -e
+    assert_eq "$rc" 1 "check exit status"
+    assert_match "$out" "^$AW_POLICY_DIR/shop.toml: $1" "check names the file and why"
+    set +e
+    out=$(adaptive-workers reload 2>&1)
+    rc=$?
+    set -e
+    assert_eq "$rc" 1 "reload exit status"
+    assert_match "$out" "reload refused" "reload refused"
+    assert_match "$(adaptive-workers status)" "soft limit 200M, hard limit 300M" "the old policy is still in force"
+}
+policy shop "$good"
+chown nobody "$AW_POLICY_DIR/shop.toml"
+policy_refused "is owned by uid $(id -u nobody), not root: refusing a policy others could have written"
+chown root "$AW_POLICY_DIR/shop.toml"
+chmod 0666 "$AW_POLICY_DIR/shop.toml"
+policy_refused "is writable by every user \\(mode 666\\): refusing it; run chmod o-w"
+chmod 0664 "$AW_POLICY_DIR/shop.toml"
+chgrp www-data "$AW_POLICY_DIR/shop.toml"
+policy_refused "is writable by group $(getent group www-data | cut -d: -f3) \\(mode 664\\): refusing it; run chmod g-w"
+chgrp root "$AW_POLICY_DIR/shop.toml"
+chmod 0644 "$AW_POLICY_DIR/shop.toml"
+
 step "a fixed policy is taken"
 policy shop "${good/200M/250M}"
 systemctl reload "$AW_UNIT"
