@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Shared;
-use super::report::StatusView;
+use super::report::{StatusView, WorkerView};
 use crate::procfs::ProcFs;
 
 /// A metric family: name, type, help, and how to get the value.
@@ -80,6 +80,16 @@ impl Out {
             format!("{{{}}}", labels.join(","))
         };
         let _ = writeln!(self.0, "{name}{labels} {value}");
+    }
+
+    /// A sample of one worker, labelled with its app, PID and scope.
+    fn worker_sample(&mut self, name: &str, app: &str, w: &WorkerView, value: f64) {
+        let pid = w.pid.to_string();
+        self.sample(
+            name,
+            &[("app", app), ("pid", &pid), ("scope", &w.scope)],
+            value,
+        );
     }
 }
 
@@ -208,7 +218,7 @@ pub fn render(
             }
         }
     }
-    let per_worker: [Family<super::report::WorkerView>; 5] = [
+    let per_worker: [Family<WorkerView>; 5] = [
         (
             "adaptive_workers_worker_private_bytes",
             "gauge",
@@ -245,12 +255,7 @@ pub fn render(
         for a in &status.apps {
             for w in &a.workers {
                 if let Some(v) = get(w) {
-                    let pid = w.pid.to_string();
-                    o.sample(
-                        name,
-                        &[("app", &a.name), ("pid", &pid), ("scope", &w.scope)],
-                        v,
-                    );
+                    o.worker_sample(name, &a.name, w, v);
                 }
             }
         }
@@ -292,12 +297,7 @@ pub fn render(
         for a in &status.apps {
             for w in &a.workers {
                 if let Some(v) = stacks.get(&w.pid).and_then(get) {
-                    let pid = w.pid.to_string();
-                    o.sample(
-                        name,
-                        &[("app", &a.name), ("pid", &pid), ("scope", &w.scope)],
-                        v,
-                    );
+                    o.worker_sample(name, &a.name, w, v);
                 }
             }
         }
