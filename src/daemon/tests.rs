@@ -263,12 +263,7 @@ async fn above_the_upper_bound_the_biggest_scope_is_killed_through_systemd() {
     // which the two biggest (250M + 200M) free; the third is spared.
     h.set_memory(0.954);
     d.host_tick().await;
-    let kills: Vec<String> = d
-        .systemd
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("kill"))
-        .collect();
+    let kills = calls_of(&d, "kill");
     assert_eq!(
         kills,
         vec![
@@ -367,12 +362,7 @@ async fn failed_placement_is_retried_later_not_in_a_loop() {
     for _ in 0..5 {
         d.host_tick().await;
     }
-    let starts = d
-        .systemd
-        .calls()
-        .iter()
-        .filter(|c| c.starts_with("start"))
-        .count();
+    let starts = starts(&d);
     assert_eq!(starts, 1, "no retry before the back-off");
 }
 
@@ -698,12 +688,7 @@ async fn a_recycled_worker_loses_its_memory_high_but_keeps_memory_max() {
         (300 * MB).to_string()
     );
     // Through systemd, for that scope only.
-    let lifts: Vec<String> = d
-        .systemd
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("limits "))
-        .collect();
+    let lifts = calls_of(&d, "limits ");
     assert_eq!(
         lifts,
         vec![format!(
@@ -730,12 +715,17 @@ fn fork(h: &Host, pid: u32, young: bool) {
     }
 }
 
-fn starts(d: &Daemon<FakeSystemd, RecordingSignaller>) -> usize {
+/// The fake systemd's calls so far that start with `prefix`.
+fn calls_of(d: &Daemon<FakeSystemd, RecordingSignaller>, prefix: &str) -> Vec<String> {
     d.systemd
         .calls()
-        .iter()
-        .filter(|c| c.starts_with("start"))
-        .count()
+        .into_iter()
+        .filter(|c| c.starts_with(prefix))
+        .collect()
+}
+
+fn starts(d: &Daemon<FakeSystemd, RecordingSignaller>) -> usize {
+    calls_of(d, "start").len()
 }
 
 #[tokio::test]
@@ -963,12 +953,7 @@ async fn workers_that_outlived_their_master_have_their_scopes_killed() {
         .unwrap()
         .main_pid = new_master;
     d.worker_tick().await;
-    let kills: Vec<String> = d
-        .systemd
-        .calls()
-        .into_iter()
-        .filter(|c| c.starts_with("kill"))
-        .collect();
+    let kills = calls_of(&d, "kill");
     assert_eq!(
         kills,
         workers
@@ -979,12 +964,5 @@ async fn workers_that_outlived_their_master_have_their_scopes_killed() {
     assert!(d.apps["shop"].workers.is_empty());
     // Checked once per master, not on every tick.
     d.worker_tick().await;
-    assert_eq!(
-        d.systemd
-            .calls()
-            .iter()
-            .filter(|c| c.starts_with("kill"))
-            .count(),
-        2
-    );
+    assert_eq!(calls_of(&d, "kill").len(), 2);
 }
