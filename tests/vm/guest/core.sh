@@ -25,6 +25,24 @@ fresh_daemon() {
     systemctl restart "$AW_UNIT" || fail_unit "$AW_UNIT" "the daemon did not start"
 }
 
+# manage_shop [SECONDS]: the sample uWSGI app under a policy with a 200M
+# soft and a 300M hard limit, the daemon restarted, and every worker placed
+# within SECONDS (10)
+# shellcheck disable=SC2120 # the time limit is optional
+manage_shop() {
+    policy shop '
+unit = "uwsgi-shop.service"
+server = "uwsgi"
+[memory]
+soft_limit = "200M"
+hard_limit = "300M"
+[uwsgi]
+stats = "/run/shop/stats.sock"'
+    start_app shop
+    aw_restart
+    wait_for "${1:-10}" all_placed shop || fail "shop workers not placed"
+}
+
 # aw_restart: restart the daemon; systemctl returns once it is READY
 aw_restart() {
     systemctl restart "$AW_UNIT" || fail_unit "$AW_UNIT" "the daemon did not restart"

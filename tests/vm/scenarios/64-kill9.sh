@@ -18,17 +18,7 @@ kills=${AW_KILLS:-20}
 ensure_installed
 rm -f "$AW_POLICY_DIR"/*.toml
 global_policy "# the built-in defaults"
-policy shop '
-unit = "uwsgi-shop.service"
-server = "uwsgi"
-[memory]
-soft_limit = "200M"
-hard_limit = "300M"
-[uwsgi]
-stats = "/run/shop/stats.sock"'
-start_app shop
-aw_restart
-wait_for 10 all_placed shop || fail "shop workers not placed"
+manage_shop
 restarts0=$(unit_prop "$AW_UNIT" NRestarts)
 background_load load-kill9 http://127.0.0.1:8001/ --duration 600 --concurrency 2 --rate 20
 

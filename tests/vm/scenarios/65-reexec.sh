@@ -13,17 +13,7 @@ set -euo pipefail
 . "$AW_ROOT/guest/core.sh"
 
 fresh_daemon
-policy shop '
-unit = "uwsgi-shop.service"
-server = "uwsgi"
-[memory]
-soft_limit = "200M"
-hard_limit = "300M"
-[uwsgi]
-stats = "/run/shop/stats.sock"'
-start_app shop
-aw_restart
-wait_for 10 all_placed shop || fail "shop workers not placed"
+manage_shop
 daemon_pid=$(unit_prop "$AW_UNIT" MainPID)
 restarts0=$(unit_prop "$AW_UNIT" NRestarts)
 background_load load-reexec http://127.0.0.1:8001/ --duration 600 --concurrency 2 --rate 20

@@ -23,17 +23,7 @@ sample() {
 fresh_daemon
 global_policy '[metrics]
 listen = "127.0.0.1:9464"'
-policy shop '
-unit = "uwsgi-shop.service"
-server = "uwsgi"
-[memory]
-soft_limit = "200M"
-hard_limit = "300M"
-[uwsgi]
-stats = "/run/shop/stats.sock"'
-start_app shop
-aw_restart
-wait_for 5 all_placed shop || fail "shop workers not placed"
+manage_shop 5
 background_load steady http://127.0.0.1:8001/ --duration 40 --rate 5 --concurrency 2
 
 step "the endpoint, read by a real parser"
