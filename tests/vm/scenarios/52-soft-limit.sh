@@ -18,8 +18,7 @@ leak_until_recycled() {
         http_get "http://127.0.0.1:$port/leak?mb=4" > /dev/null ||
             { echo "leak request $i failed" >&2; return 1; }
         if [ "$(journal_count APP="$app" ACTION=recycle)" -gt 0 ]; then
-            journal_lines APP="$app" ACTION=recycle -o json |
-                python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["WORKER_PID"])'
+            journal_query WORKER_PID APP="$app" ACTION=recycle | head -n 1
             return 0
         fi
     done
@@ -53,7 +52,7 @@ for app in shop blog; do
     recycled=$(leak_until_recycled "$app" "$port") || fail "$app: the leak never led to a recycle"
     line=$(journal_lines APP="$app" ACTION=recycle | head -n 1)
     assert_match "$line" "recycle worker $recycled of $app: private memory [0-9.]+M is above the soft limit 100M" "journal says why"
-    private=$(journal_lines APP="$app" ACTION=recycle -o json | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["PRIVATE_BYTES"])')
+    private=$(journal_query PRIVATE_BYTES APP="$app" ACTION=recycle | head -n 1)
     [ "$private" -gt $((100 << 20)) ] || fail "PRIVATE_BYTES $private is not above the soft limit"
     pass "PRIVATE_BYTES=$private in the journal"
 

@@ -62,7 +62,7 @@ biggest=$(head -n 1 "$AW_RESULT_DIR/before-l.txt" | cut -d' ' -f1)
 pass "biggest worker: $biggest ($(($(head -n 1 "$AW_RESULT_DIR/before-l.txt" | cut -d' ' -f2) >> 20)) MiB private)"
 hog 0.62:6
 wait_for 60 journal_has APP=shop ACTION=recycle || fail "no recycle above the lower bound"
-first=$(journal_lines APP=shop ACTION=recycle -o json | head -n 1 |
+first=$(journal_json APP=shop ACTION=recycle | head -n 1 |
     python3 -c 'import json,sys; e=json.loads(sys.stdin.readline()); print(e["WORKER_PID"], e["REASON"])')
 assert_match "$first" "^$biggest host memory [0-9.]+% is above the lower bound 55.0%" "the biggest worker is recycled first, for host memory"
 wait "$hog_pid" || fail "the hog did not finish: $(cat "$AW_RESULT_DIR/hog.json")"
@@ -88,7 +88,7 @@ sizes before-u > /dev/null
 since_u=$(date '+%Y-%m-%d %H:%M:%S')
 hog 0.80:8
 wait_for 60 journal_has APP=shop ACTION=kill || fail "no kill above the upper bound"
-journalctl -u "$AW_UNIT" --since "$since_u" -o cat --no-pager APP=shop ACTION=kill | tee "$AW_RESULT_DIR/kills.txt"
+journal_since "$since_u" cat APP=shop ACTION=kill | tee "$AW_RESULT_DIR/kills.txt"
 assert_match "$(head -n 1 "$AW_RESULT_DIR/kills.txt")" "kill worker [0-9]+ of shop: host memory [0-9.]+% is above the upper bound 70.0%" "kill above U"
 wait "$hog_pid" || fail "the hog did not finish: $(cat "$AW_RESULT_DIR/hog.json")"
 pass "the hog ran to its end untouched: $(tr '\n' ' ' < "$AW_RESULT_DIR/hog.json")"

@@ -44,8 +44,8 @@ sleep 2
 scopes_after=$(find /sys/fs/cgroup/aw.slice/aw-shop.slice -maxdepth 1 -name '*.scope' -printf '%f\n' | sort)
 assert_eq "$scopes_after" "$scopes_before" "scopes after the daemon's restart"
 assert_eq "$(app_workers shop)" "$workers_before" "workers untouched by the restart"
-assert_eq "$(journalctl -u "$AW_UNIT" --since "$since" -o cat --no-pager ACTION=adopt | wc -l)" 4 "workers adopted"
-assert_eq "$(journalctl -u "$AW_UNIT" --since "$since" -o cat --no-pager ACTION=place | wc -l)" 0 "workers placed again"
+assert_eq "$(journal_since "$since" count ACTION=adopt)" 4 "workers adopted"
+assert_eq "$(journal_since "$since" count ACTION=place)" 0 "workers placed again"
 assert_eq "$(app_counter shop adopted)" 4 "adopted, in status"
 
 step "stopping the daemon leaves the workers running in their scopes"

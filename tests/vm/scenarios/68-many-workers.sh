@@ -49,7 +49,7 @@ figure many_daemon_cpu_s_placing "$(awk -v t="$cpu_place" -v hz="$(getconf CLK_T
 # The placement rate, from the daemon's journal entries (one clock). The
 # fork-to-placement latency is not measured here: /proc/PID/stat's start
 # time and the journal's monotonic time disagree in this VM.
-journal_lines ACTION=place -o json > "$AW_RESULT_DIR/placed.json"
+journal_json ACTION=place > "$AW_RESULT_DIR/placed.json"
 python3 - "$AW_RESULT_DIR/placed.json" > "$AW_RESULT_DIR/latency.txt" <<'EOF'
 import json, sys
 times = sorted(int(json.loads(line)["__MONOTONIC_TIMESTAMP"]) / 1e6 for line in open(sys.argv[1]))

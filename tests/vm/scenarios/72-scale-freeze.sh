@@ -51,8 +51,8 @@ pass "$(wc -l < "$AW_RESULT_DIR/thaw-us.txt") thaws, the slowest $((worst / 1000
 # grow comes after the last thaw. Only this daemon's (70-scale-uwsgi's
 # daemon, managing an app also called scale, ran into this scenario).
 daemon=_PID=$(unit_prop "$AW_UNIT" MainPID)
-first_grow=$(journal_lines "$daemon" APP=scale ACTION=grow -o json | head -n 1 | python3 -c 'import json,sys; l=sys.stdin.readline(); print(json.loads(l)["__MONOTONIC_TIMESTAMP"] if l else "")')
-last_thaw=$(journal_lines "$daemon" APP=scale ACTION=thaw -o json | tail -n 1 | python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["__MONOTONIC_TIMESTAMP"])')
+first_grow=$(journal_query __MONOTONIC_TIMESTAMP "$daemon" APP=scale ACTION=grow | head -n 1)
+last_thaw=$(journal_query __MONOTONIC_TIMESTAMP "$daemon" APP=scale ACTION=thaw | tail -n 1)
 [ -z "$first_grow" ] || [ "$first_grow" -gt "$last_thaw" ] ||
     fail "a worker was forked ($first_grow) before the last parked one was thawed ($last_thaw)"
 pass "parked workers were thawed before any fork ($(journal_count "$daemon" APP=scale ACTION=grow) forks after)"
