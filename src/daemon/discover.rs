@@ -10,8 +10,11 @@
 
 use std::time::{Duration, Instant};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
 use futures_util::StreamExt;
-use futures_util::stream;
 
 use super::Daemon;
 use super::model::Worker;
@@ -19,8 +22,21 @@ use super::signal::Signaller;
 use crate::procfs::PidStat;
 use crate::systemd::{KillWhom, Systemd, escape, slice_cgroup};
 
-/// Placements in flight at once, and placed per call of `discover`.
+/// Scopes being created at once, host-wide. The system bus allows 128
+/// pending calls per connection by default; 1,000 workers starting at
+/// once must not hit that, nor queue 1,000 jobs in PID 1.
 const PLACE_AT_ONCE: usize = 32;
+
+/// One scope being created: resolves to systemd's answer.
+pub(super) type Placing = Pin<Box<dyn Future<Output = Placement>>>;
+
+/// A scope systemd has created, or failed to.
+pub(super) struct Placement {
+    app: String,
+    stat: PidStat,
+    spec: crate::systemd::ScopeSpec,
+    result: Result<(), crate::systemd::SystemdError>,
+}
 /// A failed placement is retried after this long.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// A child the stats socket has not listed for this long is not a worker.
@@ -90,7 +106,9 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         let delay = app.young.delay;
         procs
             .into_iter()
-            .filter(|pid| *pid != master && !app.workers.contains_key(pid))
+            .filter(|pid| {
+                *pid != master && !app.workers.contains_key(pid) && !app.placing.contains(pid)
+            })
             .filter(|pid| app.retry_after.get(pid).is_none_or(|t| *t <= now))
             .filter_map(|pid| self.procfs.pid_stat(pid).ok())
             .filter(|s| s.ppid == master && !app.not_workers.contains(&(s.pid, s.starttime)))
@@ -100,6 +118,9 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
 
     /// Finds new workers of one app and places them.
     pub(super) async fn discover(&mut self, name: &str) {
+        if self.placing.len() >= PLACE_AT_ONCE {
+            return;
+        }
         let mut found = self.candidates(name);
         if found.is_empty() {
             return;
@@ -132,64 +153,101 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             app.roster = Some(roster);
             found = keep;
         }
-        // One wave of placements per call: the rest are found again on the
-        // next fast tick (100 ms). 1,000 workers placed in one go kept the
-        // loop away from its watchdog for over 30 s in a slow VM.
-        found.truncate(PLACE_AT_ONCE);
-        self.place(name, found).await;
+        // At most PLACE_AT_ONCE scopes under way, host-wide: the rest are
+        // found again on the next fast tick (100 ms) once some are done.
+        found.truncate(PLACE_AT_ONCE.saturating_sub(self.placing.len()));
+        self.place(name, found);
     }
 
-    async fn place(&mut self, name: &str, found: Vec<PidStat>) {
-        let Some(app) = self.apps.get(name) else {
+    /// Starts creating a scope for each worker; [`Daemon::placed`] takes
+    /// the answers. Nothing here waits for systemd.
+    fn place(&mut self, name: &str, found: Vec<PidStat>) {
+        let Some(app) = self.apps.get_mut(name) else {
             return;
         };
         let Some(master) = app.master() else {
             return;
         };
-        let specs: Vec<_> = found
-            .iter()
-            .map(|s| app.scope_spec(s.pid, master))
-            .collect();
-        // In flight at once: the system bus allows 128 pending calls per
-        // connection by default; 1,000 workers starting must not hit that.
-        let results: Vec<_> = stream::iter(specs.iter().map(|s| self.systemd.start_scope(s)))
-            .buffered(PLACE_AT_ONCE)
-            .collect()
-            .await;
-        for ((spec, stat), result) in specs.into_iter().zip(found).zip(results) {
-            let cgroup = self.apps[name].scope_cgroup(&spec.name);
-            match result {
-                Ok(()) => {
-                    let w = new_worker(&stat, spec.name, cgroup, false);
-                    self.take_worker(name, w);
+        for stat in found {
+            let spec = app.scope_spec(stat.pid, master);
+            let systemd = Rc::clone(&self.systemd);
+            let app_name = name.to_owned();
+            app.placing.insert(stat.pid);
+            self.placing.push(Box::pin(async move {
+                let result = systemd.start_scope(&spec).await;
+                Placement {
+                    app: app_name,
+                    stat,
+                    spec,
+                    result,
                 }
-                Err(e) => {
-                    let gone = self
-                        .procfs
-                        .pid_stat(stat.pid)
-                        .map_or(true, |s| s.starttime != stat.starttime);
-                    let app = self.apps.get_mut(name).expect("checked above");
-                    if gone {
-                        super::backoff::note_death(app, stat.pid, Duration::ZERO, false);
-                        tracing::debug!(
-                            app = name,
-                            worker_pid = stat.pid,
-                            "worker exited before placement: {e}"
-                        );
-                        continue;
-                    }
-                    app.counters.placement_failures += 1;
-                    app.retry_after
-                        .insert(stat.pid, Instant::now() + RETRY_AFTER);
-                    tracing::error!(
-                        app = name,
+            }));
+        }
+    }
+
+    /// Whether scopes are being created.
+    pub fn placing(&self) -> bool {
+        !self.placing.is_empty()
+    }
+
+    /// Waits for the next scope under way to be created or to fail, and
+    /// takes the answer; `false` at once when none is under way.
+    pub async fn next_placement(&mut self) -> bool {
+        match self.placing.next().await {
+            Some(p) => {
+                self.placed(p);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes systemd's answer for one scope: the worker is managed from
+    /// now on, or its placement is tried again later.
+    fn placed(&mut self, p: Placement) {
+        let Placement {
+            app: name,
+            stat,
+            spec,
+            result,
+        } = p;
+        let Some(app) = self.apps.get_mut(&name) else {
+            // The app left the policy meanwhile: like its other workers,
+            // this one stays in its scope, unmanaged.
+            return;
+        };
+        app.placing.remove(&stat.pid);
+        match result {
+            Ok(()) => {
+                let cgroup = app.scope_cgroup(&spec.name);
+                let w = new_worker(&stat, spec.name, cgroup, false);
+                self.take_worker(&name, w);
+            }
+            Err(e) => {
+                let gone = self
+                    .procfs
+                    .pid_stat(stat.pid)
+                    .map_or(true, |s| s.starttime != stat.starttime);
+                if gone {
+                    super::backoff::note_death(app, stat.pid, Duration::ZERO, false);
+                    tracing::debug!(
+                        app = name.as_str(),
                         worker_pid = stat.pid,
-                        scope = spec.name.as_str(),
-                        action = "place",
-                        "failed to place worker {}: {e}; retrying in {RETRY_AFTER:?}",
-                        stat.pid
+                        "worker exited before placement: {e}"
                     );
+                    return;
                 }
+                app.counters.placement_failures += 1;
+                app.retry_after
+                    .insert(stat.pid, Instant::now() + RETRY_AFTER);
+                tracing::error!(
+                    app = name.as_str(),
+                    worker_pid = stat.pid,
+                    scope = spec.name.as_str(),
+                    action = "place",
+                    "failed to place worker {}: {e}; retrying in {RETRY_AFTER:?}",
+                    stat.pid
+                );
             }
         }
     }
@@ -289,7 +347,9 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         {
             let cgroup = format!("{slice}/{scope}");
             for pid in self.cgroups.procs(&cgroup).unwrap_or_default() {
-                if app.workers.contains_key(&pid) {
+                // Managed already, or being placed (systemd made the
+                // scope; its answer is on the way).
+                if app.workers.contains_key(&pid) || app.placing.contains(&pid) {
                     continue;
                 }
                 match self.procfs.pid_stat(pid) {

@@ -21,8 +21,11 @@ mod sense;
 pub mod signal;
 
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use futures_util::stream::FuturesUnordered;
 
 pub use run::run;
 
@@ -35,6 +38,7 @@ use crate::paths::HostPaths;
 use crate::policy::Policy;
 use crate::procfs::ProcFs;
 use crate::systemd::Systemd;
+use discover::Placing;
 use model::AppRuntime;
 use report::{EventLog, StatusView};
 use signal::Signaller;
@@ -51,7 +55,8 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     pub paths: HostPaths,
     pub procfs: ProcFs,
     pub cgroups: CgroupFs,
-    pub systemd: S,
+    /// Shared with the placements under way (see `placing`).
+    pub systemd: Rc<S>,
     pub signaller: K,
     pub policy: Policy,
     pub apps: BTreeMap<String, AppRuntime>,
@@ -68,6 +73,11 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     backlog_warned: Option<Instant>,
     /// Apps an operator paused: their decisions are only logged.
     pub paused: std::collections::BTreeSet<String>,
+    /// Scopes being created: the steps start them, the loop takes each
+    /// one's answer as it comes ([`Daemon::placed`]). So a slow PID 1 (a
+    /// scope a second under load) holds up neither the host tick, which
+    /// protects the host, nor the watchdog.
+    placing: FuturesUnordered<Placing>,
 }
 
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
@@ -82,7 +92,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             procfs: ProcFs::new(&paths),
             paths,
             cgroups,
-            systemd,
+            systemd: Rc::new(systemd),
             signaller,
             policy: Policy {
                 global: policy.global.clone(),
@@ -98,6 +108,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             listeners: None,
             backlog_warned: None,
             paused: Default::default(),
+            placing: FuturesUnordered::new(),
         };
         d.set_policy(policy);
         d
@@ -226,6 +237,13 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 backoff::note_death(app, pid, lived, w.leaving.is_some());
             }
         }
+    }
+
+    /// Takes the answers for every scope under way (tests; the loop takes
+    /// them one at a time as they come).
+    #[cfg(test)]
+    pub async fn settle(&mut self) {
+        while self.next_placement().await {}
     }
 
     /// Number of workers under management.

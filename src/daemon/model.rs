@@ -27,6 +27,8 @@ pub struct AppRuntime {
     /// Children the app server says are not workers (mules, spoolers),
     /// by PID and start time, so PID reuse cannot hide a worker.
     pub not_workers: BTreeSet<(u32, u64)>,
+    /// PIDs whose scope is being created now.
+    pub placing: BTreeSet<u32>,
     /// PIDs whose placement failed, and when to try again.
     pub retry_after: BTreeMap<u32, Instant>,
     /// When a roster problem was last logged (to log once a minute).
@@ -104,6 +106,7 @@ impl AppRuntime {
             oom_kills_seen: None,
             counters: Counters::default(),
             not_workers: BTreeSet::new(),
+            placing: BTreeSet::new(),
             retry_after: BTreeMap::new(),
             roster_warned: None,
             roster_retry_at: None,

@@ -22,6 +22,10 @@ use crate::systemd::dbus::DbusSystemd;
 
 type RealDaemon = Daemon<DbusSystemd, PidfdSignaller>;
 
+/// How long the daemon waits at start for the scopes of the workers it
+/// found before it says READY.
+const STARTUP_PLACEMENT: Duration = Duration::from_secs(5);
+
 fn notify(states: &[NotifyState]) {
     // Outside systemd there is no socket: nothing to tell.
     let _ = sd_notify::notify(states);
@@ -199,6 +203,13 @@ pub async fn run() -> anyhow::Result<()> {
     let mut events = Vec::new();
 
     d.worker_tick().await;
+    // The first placements, so that READY and the first status line count
+    // them; bounded, as 1,000 workers take minutes with a slow PID 1: the
+    // loop places the rest.
+    let _ = tokio::time::timeout(STARTUP_PLACEMENT, async {
+        while d.next_placement().await {}
+    })
+    .await;
     notify(&[NotifyState::Ready, NotifyState::Status(&d.status_line())]);
     tracing::info!("started: {}", d.status_line());
 
@@ -219,6 +230,7 @@ pub async fn run() -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = host_iv.tick() => d.host_tick().await,
+            _ = d.next_placement(), if d.placing() => {}
             _ = worker_iv.tick() => {
                 d.worker_tick().await;
                 notify(&[NotifyState::Status(&d.status_line())]);

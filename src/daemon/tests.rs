@@ -16,6 +16,8 @@ use crate::policy::{self, Policy};
 use crate::systemd::fake::FakeSystemd;
 
 const MASTER: u32 = 5_000_000;
+/// In the app's service, not the master's child: never a worker.
+const STRANGER: u32 = MASTER + 10_000;
 const MB: u64 = 1 << 20;
 
 struct Host {
@@ -131,21 +133,41 @@ impl Host {
     }
 }
 
+type TestDaemon = Daemon<FakeSystemd, RecordingSignaller>;
+
+/// The full step (1 Hz), then the answers for the scopes it started, as
+/// the loop takes them when systemd sends them.
+async fn full_tick(d: &mut TestDaemon) {
+    d.worker_tick().await;
+    d.settle().await;
+}
+
+/// The fast step (10 Hz), and the same.
+async fn fast_tick(d: &mut TestDaemon) {
+    d.host_tick().await;
+    d.settle().await;
+}
+
+/// The master forked: the proc connector's event, and the same.
+async fn fork_event(d: &mut TestDaemon) {
+    d.on_fork(MASTER).await;
+    d.settle().await;
+}
+
 const SHOP: &str = "unit = \"shop.service\"\nserver = \"uwsgi\"\n[memory]\nsoft_limit = \"300M\"\nhard_limit = \"400M\"\nmin_lifetime = \"0\"\n";
 
 /// A uWSGI-like app: a master and `n` workers in the service cgroup, plus
 /// one process in the service that is not the master's child.
 fn shop(h: &Host, d: &Daemon<FakeSystemd, RecordingSignaller>, n: u32) -> Vec<u32> {
     let workers: Vec<u32> = (1..=n).map(|i| MASTER + i).collect();
-    let stranger = MASTER + 100;
-    let mut procs = vec![MASTER, stranger];
+    let mut procs = vec![MASTER, STRANGER];
     procs.extend(&workers);
     let cg = d
         .systemd
         .add_service("shop.service", MASTER, &procs)
         .unwrap();
     h.process(MASTER, 1, &cg);
-    h.process(stranger, 1, &cg);
+    h.process(STRANGER, 1, &cg);
     for w in &workers {
         h.process(*w, MASTER, &cg);
     }
@@ -161,7 +183,7 @@ async fn every_worker_gets_its_own_scope_with_the_policy_limits() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 3);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert_eq!(d.apps["shop"].workers.len(), 3);
     for w in &workers {
         let cg = scope_cgroup(*w);
@@ -179,7 +201,7 @@ async fn every_worker_gets_its_own_scope_with_the_policy_limits() {
     // The master and the stranger stay in the service.
     assert_eq!(
         h.procs("/system.slice/shop.service"),
-        format!("{MASTER}\n{}\n", MASTER + 100)
+        format!("{MASTER}\n{STRANGER}\n")
     );
     // A respawned worker is placed on the next fast tick.
     let new = MASTER + 10;
@@ -187,11 +209,11 @@ async fn every_worker_gets_its_own_scope_with_the_policy_limits() {
         h.paths()
             .cgroup()
             .join("system.slice/shop.service/cgroup.procs"),
-        format!("{MASTER}\n{}\n{new}\n", MASTER + 100),
+        format!("{MASTER}\n{STRANGER}\n{new}\n"),
     )
     .unwrap();
     h.process(new, MASTER, "/system.slice/shop.service");
-    d.host_tick().await;
+    fast_tick(&mut d).await;
     assert!(d.apps["shop"].workers.contains_key(&new));
     assert_eq!(h.procs(&scope_cgroup(new)).trim(), new.to_string());
 }
@@ -201,11 +223,11 @@ async fn soft_limit_sends_uwsgi_sighup_to_that_worker_only() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 3);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     h.scope_memory(&scope_cgroup(workers[0]), 100 * MB);
     h.scope_memory(&scope_cgroup(workers[1]), 350 * MB);
     h.scope_memory(&scope_cgroup(workers[2]), 200 * MB);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     let sent = d.signaller.sent.lock().unwrap().clone();
     assert_eq!(
         sent,
@@ -222,7 +244,7 @@ async fn soft_limit_sends_uwsgi_sighup_to_that_worker_only() {
     assert_eq!(e.outcome, "done");
     assert_eq!(d.apps["shop"].counters.recycles, 1);
     // Not asked again while it finishes its request.
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert_eq!(d.signaller.sent.lock().unwrap().len(), 1);
 }
 
@@ -232,7 +254,7 @@ async fn observe_mode_places_without_limits_and_acts_on_nothing() {
     let observe = "unit = \"shop.service\"\nserver = \"uwsgi\"\nmode = \"observe\"\n[memory]\nsoft_limit = \"300M\"\nhard_limit = \"400M\"\nmin_lifetime = \"0\"\n";
     let mut d = h.daemon(h.policy("shop", observe));
     let workers = shop(&h, &d, 2);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     let dir = h
         .paths()
         .cgroup()
@@ -241,7 +263,7 @@ async fn observe_mode_places_without_limits_and_acts_on_nothing() {
     for w in &workers {
         h.scope_memory(&scope_cgroup(*w), 500 * MB);
     }
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert!(d.signaller.sent.lock().unwrap().is_empty());
     assert!(!d.systemd.calls().iter().any(|c| c.starts_with("kill")));
     let events = d.shared.lock().unwrap().events.recent(10);
@@ -254,15 +276,15 @@ async fn above_the_upper_bound_the_biggest_scope_is_killed_through_systemd() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 3);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     h.scope_memory(&scope_cgroup(workers[0]), 100 * MB);
     h.scope_memory(&scope_cgroup(workers[1]), 250 * MB);
     h.scope_memory(&scope_cgroup(workers[2]), 200 * MB);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     // 8 GB at 95.4%: back to the midpoint of the bounds (90%) needs 442M,
     // which the two biggest (250M + 200M) free; the third is spared.
     h.set_memory(0.954);
-    d.host_tick().await;
+    fast_tick(&mut d).await;
     let kills = calls_of(&d, "kill");
     assert_eq!(
         kills,
@@ -284,14 +306,14 @@ async fn a_restarted_daemon_adopts_scopes_and_creates_none() {
     let policy = h.policy("shop", SHOP);
     let mut first = h.daemon(policy.clone());
     let workers = shop(&h, &first, 2);
-    first.worker_tick().await;
+    full_tick(&mut first).await;
     let scopes = first.systemd.state.lock().unwrap().scopes.clone();
 
     let mut second = h.daemon(policy);
     second.systemd.state.lock().unwrap().services =
         first.systemd.state.lock().unwrap().services.clone();
     second.systemd.state.lock().unwrap().scopes = scopes;
-    second.worker_tick().await;
+    full_tick(&mut second).await;
     assert_eq!(second.apps["shop"].workers.len(), 2);
     assert!(second.apps["shop"].workers.values().all(|w| w.adopted));
     assert!(
@@ -314,9 +336,9 @@ async fn reload_with_new_limits_updates_existing_scopes() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 1);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     d.set_policy(h.policy("shop", &SHOP.replace("400M", "500M")));
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     let dir = h
         .paths()
         .cgroup()
@@ -332,7 +354,7 @@ async fn a_worker_whose_scope_vanished_is_forgotten() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 2);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     for w in &workers {
         h.scope_memory(&scope_cgroup(*w), 10 * MB);
     }
@@ -343,7 +365,7 @@ async fn a_worker_whose_scope_vanished_is_forgotten() {
     )
     .unwrap();
     h.exit(workers[0]);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert_eq!(
         d.apps["shop"].workers.keys().copied().collect::<Vec<_>>(),
         vec![workers[1]]
@@ -356,11 +378,11 @@ async fn failed_placement_is_retried_later_not_in_a_loop() {
     let mut d = h.daemon(h.policy("shop", SHOP));
     shop(&h, &d, 1);
     d.systemd.state.lock().unwrap().fail_next_start = Some("failed".into());
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert!(d.apps["shop"].workers.is_empty());
     assert_eq!(d.apps["shop"].counters.placement_failures, 1);
     for _ in 0..5 {
-        d.host_tick().await;
+        fast_tick(&mut d).await;
     }
     let starts = starts(&d);
     assert_eq!(starts, 1, "no retry before the back-off");
@@ -371,13 +393,13 @@ async fn unreadable_meminfo_means_no_decision() {
     let h = Host::new(0.99);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 2);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     for w in &workers {
         h.scope_memory(&scope_cgroup(*w), 350 * MB);
     }
     h.write("/proc/meminfo", "garbage\n");
-    d.worker_tick().await;
-    d.host_tick().await;
+    full_tick(&mut d).await;
+    fast_tick(&mut d).await;
     assert!(d.signaller.sent.lock().unwrap().is_empty());
     assert!(!d.systemd.calls().iter().any(|c| c.starts_with("kill")));
 }
@@ -387,9 +409,9 @@ async fn status_view_shows_workers_and_limits() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 2);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     h.scope_memory(&scope_cgroup(workers[0]), 123 * MB);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     let view = d.shared.lock().unwrap().status.clone();
     assert_eq!(view.apps.len(), 1);
     let app = &view.apps[0];
@@ -441,7 +463,7 @@ async fn a_building_backlog_makes_gunicorn_grow_through_systemd() {
         max: 128,
     };
     d.listeners = Some(Box::new(vec![listener(0), other.clone()]));
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert_eq!(
         d.apps["blog"].listen_inodes,
         vec![777],
@@ -450,7 +472,7 @@ async fn a_building_backlog_makes_gunicorn_grow_through_systemd() {
     assert!(!d.systemd.calls().iter().any(|c| c.contains("main")));
 
     d.listeners = Some(Box::new(vec![listener(5), other]));
-    d.host_tick().await;
+    fast_tick(&mut d).await;
     assert_eq!(d.apps["blog"].backlog.map(|b| b.queued), Some(5));
     let grows: Vec<String> = d
         .systemd
@@ -470,7 +492,7 @@ async fn an_operator_can_recycle_a_managed_worker_and_nothing_else() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 2);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     let msg = d.recycle_worker(workers[0]).await.unwrap();
     assert!(
         msg.contains(&format!("recycling worker {}", workers[0])),
@@ -494,7 +516,7 @@ async fn an_operator_can_recycle_a_managed_worker_and_nothing_else() {
             .contains("not a managed worker")
     );
     assert!(
-        d.recycle_worker(MASTER + 100)
+        d.recycle_worker(STRANGER)
             .await
             .unwrap_err()
             .contains("not a managed worker")
@@ -517,11 +539,11 @@ async fn a_paused_app_is_only_observed() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 2);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     d.pause("shop", true).unwrap();
     assert!(d.pause("nope", true).is_err());
     h.scope_memory(&scope_cgroup(workers[0]), 350 * MB);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert!(d.signaller.sent.lock().unwrap().is_empty());
     assert!(d.shared.lock().unwrap().status.apps[0].paused);
     let events = d.shared.lock().unwrap().events.recent(5);
@@ -539,7 +561,7 @@ async fn a_paused_app_is_only_observed() {
     // Resumed: the decision is taken again and carried out, for the
     // biggest first (one at a time for two workers).
     h.scope_memory(&scope_cgroup(workers[1]), 360 * MB);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     let sent = d.signaller.sent.lock().unwrap().clone();
     assert_eq!(
         sent,
@@ -553,22 +575,56 @@ async fn many_workers_are_placed_with_bounded_calls_in_flight() {
     let mut d = h.daemon(h.policy("shop", SHOP));
     shop(&h, &d, 200);
     d.worker_tick().await;
-    // One wave per tick, so that the loop (and its watchdog) gets a turn
-    // between waves; the fast ticks place the rest.
-    assert_eq!(d.apps["shop"].workers.len(), 32);
+    // The step started 32 scopes and waits for none of them: the loop
+    // (its host tick and its watchdog) goes on while systemd works.
+    assert_eq!(d.apps["shop"].placing.len(), 32);
+    assert!(d.apps["shop"].workers.is_empty());
+    // With 32 under way, a tick starts no more.
+    d.host_tick().await;
+    assert_eq!(d.apps["shop"].placing.len(), 32);
+    assert_eq!(starts(&d), 0);
+    // As the answers come, the fast ticks start the next ones.
     let mut ticks = 0;
     while d.apps["shop"].workers.len() < 200 && ticks < 10 {
-        d.host_tick().await;
+        fast_tick(&mut d).await;
         ticks += 1;
     }
     assert_eq!(d.apps["shop"].workers.len(), 200);
-    assert_eq!(ticks, 6, "200 workers in waves of 32");
+    assert_eq!(ticks, 7, "200 workers, 32 at a time");
+    assert!(d.apps["shop"].placing.is_empty());
+    assert_eq!(starts(&d), 200, "each placed once");
     let max = d.systemd.state.lock().unwrap().max_in_flight;
     assert!(max > 1, "placements run concurrently ({max})");
     assert!(
         max <= 32,
         "{max} StartTransientUnit calls in flight at once"
     );
+}
+
+#[tokio::test]
+async fn a_scope_made_before_its_answer_came_is_placed_not_adopted() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 1);
+    d.worker_tick().await;
+    assert_eq!(d.apps["shop"].placing.len(), 1);
+    // systemd has made the scope and moved the worker; its answer is on
+    // the way when the next full step looks at the slice.
+    let cgroup = scope_cgroup(workers[0]);
+    h.write(
+        &format!("/sys/fs/cgroup{cgroup}/cgroup.procs"),
+        &format!("{}\n", workers[0]),
+    );
+    h.process(workers[0], MASTER, &cgroup);
+    d.worker_tick().await;
+    assert_eq!(
+        d.apps["shop"].counters.adopted, 0,
+        "adopted while being placed"
+    );
+    assert!(d.apps["shop"].workers.is_empty());
+    d.settle().await;
+    assert_eq!(d.apps["shop"].counters.placed, 1);
+    assert_eq!(starts(&d), 1);
 }
 
 /// A uWSGI app that scales down by freezing, with its ini at
@@ -609,12 +665,12 @@ async fn quiet_freezing_app(ini: &str) -> (Host, Daemon<FakeSystemd, RecordingSi
         queue: 0,
         max: 128,
     }]));
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     for w in workers {
         h.scope_memory(&scope_cgroup_of("scale", w), 10 * MB);
     }
-    d.worker_tick().await;
-    d.worker_tick().await;
+    full_tick(&mut d).await;
+    full_tick(&mut d).await;
     (h, d)
 }
 
@@ -665,10 +721,10 @@ async fn a_recycled_worker_loses_its_memory_high_but_keeps_memory_max() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 2);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     h.scope_memory(&scope_cgroup(workers[0]), 350 * MB);
     h.scope_memory(&scope_cgroup(workers[1]), 10 * MB);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     let dir = |pid: u32| {
         h.paths()
             .cgroup()
@@ -733,12 +789,12 @@ async fn workers_that_die_right_after_placement_hold_back_placement() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     shop(&h, &d, 0);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     // A worker that cannot live: placed, dead within a second, respawned.
     for i in 0..super::backoff::STREAK {
         let pid = MASTER + 10 + i;
         fork(&h, pid, true);
-        d.on_fork(MASTER).await;
+        fork_event(&mut d).await;
         assert!(d.apps["shop"].workers.contains_key(&pid), "placed at once");
         h.exit(pid);
         d.on_exit(pid);
@@ -751,15 +807,15 @@ async fn workers_that_die_right_after_placement_hold_back_placement() {
     // The next young one waits: no call to systemd for it, however often
     // the daemon looks.
     fork(&h, MASTER + 20, true);
-    d.on_fork(MASTER).await;
+    fork_event(&mut d).await;
     for _ in 0..10 {
-        d.host_tick().await;
+        fast_tick(&mut d).await;
     }
     assert_eq!(starts(&d), 5, "{:?}", d.systemd.calls());
     assert!(!d.apps["shop"].workers.contains_key(&(MASTER + 20)));
     // One that has lived the delay is placed.
     fork(&h, MASTER + 21, false);
-    d.host_tick().await;
+    fast_tick(&mut d).await;
     assert_eq!(starts(&d), 6);
     // Once it has lived long in its scope, new workers are placed at once.
     let w = d
@@ -772,7 +828,7 @@ async fn workers_that_die_right_after_placement_hold_back_placement() {
     w.placed_at = w.placed_at.checked_sub(super::backoff::STABLE).unwrap();
     let since = d.apps["shop"].young.since.unwrap();
     d.apps.get_mut("shop").unwrap().young.since = since.checked_sub(super::backoff::STABLE * 2);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert!(d.apps["shop"].young.delay.is_zero());
     assert!(d.apps["shop"].workers.contains_key(&(MASTER + 20)));
     assert_eq!(starts(&d), 7);
@@ -783,7 +839,7 @@ async fn workers_the_daemon_recycled_are_not_young_deaths() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 6);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     for w in &workers {
         d.recycle_worker(*w).await.unwrap();
         h.exit(*w);
@@ -832,8 +888,8 @@ async fn garbage_from_the_stats_socket_places_nothing() {
         Some(b"HTTP/1.1 200 OK\r\n\r\n{\"workers\": [{\"pid\": \"x\"}"),
     );
     shop(&h, &d, 3);
-    d.worker_tick().await;
-    d.host_tick().await;
+    full_tick(&mut d).await;
+    fast_tick(&mut d).await;
     assert!(d.apps["shop"].workers.is_empty());
     assert_eq!(starts(&d), 0, "placed on a guess: {:?}", d.systemd.calls());
 }
@@ -844,9 +900,9 @@ async fn a_hanging_stats_socket_places_nothing_and_is_not_asked_every_tick() {
     let mut d = h.daemon(h.policy("shop", SHOP_STATS));
     let connections = stats_server(&h, None);
     shop(&h, &d, 3);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     for _ in 0..10 {
-        d.host_tick().await;
+        fast_tick(&mut d).await;
     }
     assert!(d.apps["shop"].workers.is_empty());
     assert_eq!(starts(&d), 0);
@@ -864,7 +920,7 @@ async fn unreadable_worker_memory_is_never_a_reason_to_act() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 3);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     // One scope's files truncated, one garbled, one fine but small; the
     // host far above the upper bound.
     let dir = |pid: u32| format!("/sys/fs/cgroup{}", scope_cgroup(pid));
@@ -875,8 +931,8 @@ async fn unreadable_worker_memory_is_never_a_reason_to_act() {
     h.write(&format!("{}/memory.stat", dir(workers[1])), "anon\n");
     h.scope_memory(&scope_cgroup(workers[2]), 10 * MB);
     h.set_memory(0.99);
-    d.worker_tick().await;
-    d.host_tick().await;
+    full_tick(&mut d).await;
+    fast_tick(&mut d).await;
     let acted: Vec<String> = d
         .systemd
         .calls()
@@ -905,7 +961,7 @@ async fn workers_that_outlived_their_master_have_their_scopes_killed() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 2);
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert_eq!(d.apps["shop"].workers.len(), 2);
     // A worker's own child shares its scope: not an orphan.
     let grandchild = MASTER + 20;
@@ -918,7 +974,7 @@ async fn workers_that_outlived_their_master_have_their_scopes_killed() {
         format!("{}\n{grandchild}\n", workers[1]),
     )
     .unwrap();
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert!(
         !d.systemd.calls().iter().any(|c| c.starts_with("kill")),
         "{:?}",
@@ -952,7 +1008,7 @@ async fn workers_that_outlived_their_master_have_their_scopes_killed() {
         .get_mut("shop.service")
         .unwrap()
         .main_pid = new_master;
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     let kills = calls_of(&d, "kill");
     assert_eq!(
         kills,
@@ -963,6 +1019,6 @@ async fn workers_that_outlived_their_master_have_their_scopes_killed() {
     );
     assert!(d.apps["shop"].workers.is_empty());
     // Checked once per master, not on every tick.
-    d.worker_tick().await;
+    full_tick(&mut d).await;
     assert_eq!(calls_of(&d, "kill").len(), 2);
 }

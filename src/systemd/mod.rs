@@ -96,7 +96,7 @@ impl SystemdError {
 
 /// The calls the daemon makes to systemd.
 #[allow(async_fn_in_trait)]
-pub trait Systemd {
+pub trait Systemd: 'static {
     /// The service's main PID and cgroup; `None` when it is not loaded.
     async fn service(&self, unit: &str) -> Result<Option<ServiceInfo>, SystemdError>;
     /// Creates the scope and waits for systemd's job to finish.
