@@ -2,9 +2,12 @@
 //! proxies for the few methods used (zbus_systemd would compile thousands
 //! of generated ones).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::mpsc;
 use zbus::Connection;
 use zbus::proxy;
 use zbus::{OwnedObjectPath, Variant as Value};
@@ -76,9 +79,14 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long to wait for systemd to finish creating a scope.
 const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Scopes being started, by unit name: [`dispatch_job_results`] hands
+/// each the `JobRemoved` signals of its unit (job and result).
+type JobWaiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<(OwnedObjectPath, String)>>>>;
+
 pub struct DbusSystemd {
     conn: Connection,
     manager: ManagerProxy<'static>,
+    waiters: JobWaiters,
 }
 
 impl DbusSystemd {
@@ -97,11 +105,54 @@ impl DbusSystemd {
             .map_err(SystemdError::Connect)?;
         // Without a subscription systemd may not send JobRemoved.
         manager.subscribe().await.map_err(SystemdError::Connect)?;
-        Ok(Self { conn, manager })
+        let removed = manager
+            .receive_job_removed()
+            .await
+            .map_err(SystemdError::Connect)?;
+        let waiters = JobWaiters::default();
+        tokio::spawn(dispatch_job_results(removed, waiters.clone()));
+        Ok(Self {
+            conn,
+            manager,
+            waiters,
+        })
     }
 
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+}
+
+/// Reads every `JobRemoved` signal as it comes, and hands it to the scope
+/// waiting for it, if any. One stream, read without pause: zbus queues 64
+/// signals per stream, and once a queue is full it reads nothing more on
+/// the connection, not even the replies to calls. A stream per scope, read
+/// only after systemd answered `StartTransientUnit`, filled up while 32
+/// scopes were under way (systemd sends every job's `JobRemoved` to every
+/// subscriber), and calls waited for their timeout.
+async fn dispatch_job_results(mut removed: JobRemovedStream, waiters: JobWaiters) {
+    while let Some(signal) = removed.next().await {
+        let Ok(args) = signal.args() else { continue };
+        let waiters = waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = waiters.get(args.unit.as_str()) {
+            let _ = tx.send((args.job.clone(), args.result.clone()));
+        }
+    }
+    tracing::error!("systemd's job signals ended: scopes can no longer be placed");
+}
+
+/// Takes a unit's entry out of the job waiters however its start ends.
+struct Waiting<'a> {
+    waiters: &'a JobWaiters,
+    unit: &'a str,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.unit);
     }
 }
 
@@ -175,21 +226,26 @@ impl Systemd for DbusSystemd {
 
     async fn start_scope(&self, spec: &ScopeSpec) -> Result<(), SystemdError> {
         // Listen before asking, or the job may finish before we look.
-        let mut removed = self
-            .manager
-            .receive_job_removed()
-            .await
-            .map_err(call("start", &spec.name))?;
+        let (tx, mut results) = mpsc::unbounded_channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.name.clone(), tx);
+        let _waiting = Waiting {
+            waiters: &self.waiters,
+            unit: &spec.name,
+        };
         let job = self
             .manager
             .start_transient_unit(&spec.name, "fail", &scope_properties(spec), &[])
             .await
             .map_err(call("start", &spec.name))?;
         let wait = async {
-            while let Some(signal) = removed.next().await {
-                let Ok(args) = signal.args() else { continue };
-                if args.job == job {
-                    return Some(args.result);
+            // Another job of a unit of that name (the scope of an earlier
+            // worker with the same PID, being stopped) is not ours.
+            while let Some((removed, result)) = results.recv().await {
+                if removed == job {
+                    return Some(result);
                 }
             }
             None
