@@ -78,6 +78,8 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     /// scope a second under load) holds up neither the host tick, which
     /// protects the host, nor the watchdog.
     placing: FuturesUnordered<Placing>,
+    /// Full steps so far (see `sense::DETAIL_EVERY`).
+    worker_ticks: u64,
 }
 
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
@@ -109,6 +111,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             backlog_warned: None,
             paused: Default::default(),
             placing: FuturesUnordered::new(),
+            worker_ticks: 0,
         };
         d.set_policy(policy);
         d

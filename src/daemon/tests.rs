@@ -627,6 +627,34 @@ async fn a_scope_made_before_its_answer_came_is_placed_not_adopted() {
     assert_eq!(starts(&d), 1);
 }
 
+#[tokio::test]
+async fn memory_current_is_read_at_every_step_the_other_files_in_turn() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 1);
+    full_tick(&mut d).await;
+    let cgroup = scope_cgroup(workers[0]);
+    let memory = |d: &TestDaemon| {
+        let m = d.apps["shop"].workers[&workers[0]].memory.clone().unwrap();
+        (m.current, m.anon)
+    };
+    h.scope_memory(&cgroup, 10 * MB);
+    full_tick(&mut d).await;
+    assert_eq!(memory(&d), (10 * MB, 10 * MB), "a new worker: every file");
+    h.scope_memory(&cgroup, 20 * MB);
+    let mut steps = 0;
+    while memory(&d).1 != 20 * MB {
+        full_tick(&mut d).await;
+        assert_eq!(memory(&d).0, 20 * MB, "memory.current at every step");
+        steps += 1;
+        assert!(steps <= super::sense::DETAIL_EVERY, "memory.stat not read");
+    }
+    // Read just now: not again at the next step.
+    h.scope_memory(&cgroup, 30 * MB);
+    full_tick(&mut d).await;
+    assert_eq!(memory(&d), (30 * MB, 20 * MB));
+}
+
 /// A uWSGI app that scales down by freezing, with its ini at
 /// /etc/uwsgi/scale.ini; returns the daemon after two quiet ticks.
 async fn quiet_freezing_app(ini: &str) -> (Host, Daemon<FakeSystemd, RecordingSignaller>) {
