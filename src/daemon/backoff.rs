@@ -28,14 +28,22 @@ pub struct YoungDeaths {
     pub delay: Duration,
     /// When the delay started.
     pub since: Option<Instant>,
+    /// When the delay last changed: workers placed before say nothing of
+    /// it (8 placements under way that all fail as an app stops must not
+    /// double it four times over).
+    changed: Option<Instant>,
 }
 
 impl YoungDeaths {
-    /// A worker died `lived` after it was placed (zero: during its
-    /// placement). Returns the new delay when it changed.
-    pub fn died(&mut self, lived: Duration) -> Option<Duration> {
+    /// A worker placed (or whose placement began) at `placed_at` died
+    /// `lived` after it was placed (zero: during its placement). Returns
+    /// the new delay when it changed.
+    pub fn died(&mut self, lived: Duration, placed_at: Instant) -> Option<Duration> {
         if lived >= YOUNG {
             self.streak = 0;
+            return None;
+        }
+        if self.changed.is_some_and(|c| placed_at < c) {
             return None;
         }
         self.streak += 1;
@@ -52,6 +60,7 @@ impl YoungDeaths {
         }
         self.delay = next;
         self.since.get_or_insert_with(Instant::now);
+        self.changed = Some(Instant::now());
         Some(next)
     }
 
@@ -70,11 +79,17 @@ impl YoungDeaths {
 
 /// Notes that a worker of `app` died `lived` after its placement, unless
 /// the daemon itself asked it to go; logs when placement is held back.
-pub(super) fn note_death(app: &mut AppRuntime, pid: u32, lived: Duration, asked: bool) {
+pub(super) fn note_death(
+    app: &mut AppRuntime,
+    pid: u32,
+    placed_at: Instant,
+    lived: Duration,
+    asked: bool,
+) {
     if asked {
         return;
     }
-    if let Some(delay) = app.young.died(lived) {
+    if let Some(delay) = app.young.died(lived, placed_at) {
         let name = app.policy.name.as_str();
         tracing::warn!(
             app = name,
@@ -107,12 +122,15 @@ mod tests {
     fn five_young_deaths_start_a_delay_that_doubles_up_to_30_s() {
         let mut y = YoungDeaths::default();
         for _ in 0..4 {
-            assert_eq!(y.died(Duration::from_millis(100)), None);
+            assert_eq!(y.died(Duration::from_millis(100), Instant::now()), None);
         }
-        assert_eq!(y.died(Duration::ZERO), Some(Duration::from_secs(1)));
+        assert_eq!(
+            y.died(Duration::ZERO, Instant::now()),
+            Some(Duration::from_secs(1))
+        );
         let mut delays = vec![];
         for _ in 0..40 {
-            delays.extend(y.died(Duration::from_millis(10)));
+            delays.extend(y.died(Duration::from_millis(10), Instant::now()));
         }
         let secs: Vec<u64> = delays.iter().map(|d| d.as_secs()).collect();
         assert_eq!(secs, vec![2, 4, 8, 16, 30]);
@@ -122,13 +140,34 @@ mod tests {
     fn a_worker_that_lives_breaks_the_streak() {
         let mut y = YoungDeaths::default();
         for _ in 0..4 {
-            y.died(Duration::ZERO);
+            y.died(Duration::ZERO, Instant::now());
         }
-        y.died(Duration::from_secs(5));
+        y.died(Duration::from_secs(5), Instant::now());
         for _ in 0..4 {
-            assert_eq!(y.died(Duration::ZERO), None);
+            assert_eq!(y.died(Duration::ZERO, Instant::now()), None);
         }
         assert!(y.delay.is_zero());
+    }
+
+    #[test]
+    fn deaths_of_workers_placed_before_the_delay_changed_do_not_lengthen_it() {
+        let mut y = YoungDeaths::default();
+        let before = Instant::now();
+        for _ in 0..5 {
+            y.died(Duration::ZERO, before);
+        }
+        assert_eq!(y.delay, Duration::from_secs(1));
+        // Placements begun before the delay, all failing at once.
+        for _ in 0..20 {
+            assert_eq!(y.died(Duration::ZERO, before), None);
+        }
+        assert_eq!(y.delay, Duration::from_secs(1));
+        // Workers placed under the delay that still die young lengthen it.
+        let mut delays = vec![];
+        for _ in 0..5 {
+            delays.extend(y.died(Duration::ZERO, Instant::now()));
+        }
+        assert_eq!(delays, vec![Duration::from_secs(2)]);
     }
 
     #[test]
@@ -136,7 +175,7 @@ mod tests {
         let mut y = YoungDeaths::default();
         let before = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
         for _ in 0..5 {
-            y.died(Duration::ZERO);
+            y.died(Duration::ZERO, Instant::now());
         }
         // Placed before the delay began (an old worker): no proof.
         assert!(!y.alive(before));

@@ -8,6 +8,7 @@
 //! than guessing. After a restart, scopes already in the app's slice are
 //! adopted, never created twice.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use std::future::Future;
@@ -22,10 +23,12 @@ use super::signal::Signaller;
 use crate::procfs::PidStat;
 use crate::systemd::{KillWhom, Systemd, escape, slice_cgroup};
 
-/// Scopes being created at once, host-wide. The system bus allows 128
-/// pending calls per connection by default; 1,000 workers starting at
-/// once must not hit that, nor queue 1,000 jobs in PID 1.
-const PLACE_AT_ONCE: usize = 32;
+/// Scopes being created at once, host-wide. PID 1 creates them one after
+/// the other, so more in flight places no faster: it only makes every
+/// other call to systemd wait behind them. With 32, under emulation (six
+/// scopes a second), reading an app's service took 20 s and the loop
+/// missed its watchdog pet by far (68-many-workers).
+pub(super) const PLACE_AT_ONCE: usize = 8;
 
 /// One scope being created: resolves to systemd's answer.
 pub(super) type Placing = Pin<Box<dyn Future<Output = Placement>>>;
@@ -35,6 +38,8 @@ pub(super) struct Placement {
     app: String,
     stat: PidStat,
     spec: crate::systemd::ScopeSpec,
+    /// When the placement began.
+    started: Instant,
     result: Result<(), crate::systemd::SystemdError>,
 }
 /// A failed placement is retried after this long.
@@ -173,12 +178,14 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             let systemd = Rc::clone(&self.systemd);
             let app_name = name.to_owned();
             app.placing.insert(stat.pid);
+            let started = Instant::now();
             self.placing.push(Box::pin(async move {
                 let result = systemd.start_scope(&spec).await;
                 Placement {
                     app: app_name,
                     stat,
                     spec,
+                    started,
                     result,
                 }
             }));
@@ -209,6 +216,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             app: name,
             stat,
             spec,
+            started,
             result,
         } = p;
         let Some(app) = self.apps.get_mut(&name) else {
@@ -229,7 +237,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     .pid_stat(stat.pid)
                     .map_or(true, |s| s.starttime != stat.starttime);
                 if gone {
-                    super::backoff::note_death(app, stat.pid, Duration::ZERO, false);
+                    super::backoff::note_death(app, stat.pid, started, Duration::ZERO, false);
                     tracing::debug!(
                         app = name.as_str(),
                         worker_pid = stat.pid,
@@ -340,11 +348,13 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             return;
         };
         let prefix = format!("aw-{}-", escape(name));
+        // The scopes of managed workers are not read again: with 1,000
+        // workers that was 1,000 files a second.
+        let managed: BTreeSet<&str> = app.workers.values().map(|w| w.scope.as_str()).collect();
         let mut adopted = Vec::new();
-        for scope in children
-            .iter()
-            .filter(|c| c.starts_with(&prefix) && c.ends_with(".scope"))
-        {
+        for scope in children.iter().filter(|c| {
+            c.starts_with(&prefix) && c.ends_with(".scope") && !managed.contains(c.as_str())
+        }) {
             let cgroup = format!("{slice}/{scope}");
             for pid in self.cgroups.procs(&cgroup).unwrap_or_default() {
                 // Managed already, or being placed (systemd made the
@@ -483,11 +493,22 @@ async fn read_roster(
 /// How long ago a process with this start time (clock ticks after boot,
 /// from /proc/PID/stat) started.
 pub(super) fn age_of(starttime: u64) -> Duration {
+    age_at(starttime, since_boot())
+}
+
+/// The same at `now` (from [`since_boot`]), for many processes at once: a
+/// clock read per worker, ten times a second, is a system call each where
+/// the clock has no vDSO (an emulated VM).
+pub(super) fn age_at(starttime: u64, now: Duration) -> Duration {
     let ticks = rustix::param::clock_ticks_per_second().max(1);
     let started = Duration::from_secs_f64(starttime as f64 / ticks as f64);
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-    let now = Duration::new(now.tv_sec as u64, now.tv_nsec as u32);
     now.saturating_sub(started)
+}
+
+/// The boot-time clock, which /proc/PID/stat's start times count in.
+pub(super) fn since_boot() -> Duration {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
 fn new_worker(stat: &PidStat, scope: String, cgroup: String, adopted: bool) -> Worker {

@@ -237,7 +237,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     "worker exited"
                 );
                 let lived = w.placed_at.elapsed();
-                backoff::note_death(app, pid, lived, w.leaving.is_some());
+                backoff::note_death(app, pid, w.placed_at, lived, w.leaving.is_some());
             }
         }
     }

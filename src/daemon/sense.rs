@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::Daemon;
-use super::discover::{WARN_EVERY, age_of};
+use super::discover::{WARN_EVERY, age_at, since_boot};
 use super::model::WorkerMemory;
 use super::report::{self, AppView, HostView, StatusView, WorkerView};
 use super::signal::Signaller;
@@ -121,12 +121,12 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     }
                 })();
                 if !keep {
-                    dead.push((w.pid, w.placed_at.elapsed(), w.leaving.is_some()));
+                    dead.push((w.pid, w.placed_at, w.leaving.is_some()));
                 }
                 keep
             });
-            for (pid, lived, asked) in dead {
-                super::backoff::note_death(app, pid, lived, asked);
+            for (pid, placed_at, asked) in dead {
+                super::backoff::note_death(app, pid, placed_at, placed_at.elapsed(), asked);
             }
         }
     }
@@ -181,6 +181,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
 
     pub(super) fn snapshot(&self) -> Option<Snapshot> {
         let host = self.host?;
+        let boot = since_boot();
         let apps = self
             .apps
             .values()
@@ -194,7 +195,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                             pid: w.pid,
                             scope: w.scope.clone(),
                             private_bytes: w.memory.as_ref()?.current,
-                            age: age_of(w.starttime),
+                            age: age_at(w.starttime, boot),
                             frozen: w.frozen,
                             idle: w.idle,
                         })
@@ -217,6 +218,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             .host
             .map(|h| HostView::new(&h, g.host.lower_bound.0, g.host.upper_bound.0))
             .unwrap_or_default();
+        let boot = since_boot();
         let apps = self
             .apps
             .values()
@@ -234,7 +236,11 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 backlog_max: app.backlog.map(|b| b.max),
                 stopped_slots: app.roster.as_ref().map_or(0, |r| r.stopped_slots),
                 counters: app.counters.clone(),
-                workers: app.workers.values().map(|w| self.worker_view(w)).collect(),
+                workers: app
+                    .workers
+                    .values()
+                    .map(|w| self.worker_view(w, boot))
+                    .collect(),
             })
             .collect();
         StatusView {
@@ -246,7 +252,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
     }
 
-    fn worker_view(&self, w: &super::model::Worker) -> WorkerView {
+    fn worker_view(&self, w: &super::model::Worker, boot: std::time::Duration) -> WorkerView {
         let state = if let Some(l) = w.leaving {
             l
         } else if w.frozen {
@@ -267,7 +273,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             file_bytes: m.map(|m| m.file),
             shmem_bytes: m.map(|m| m.shmem),
             state: state.into(),
-            age_seconds: age_of(w.starttime).as_secs_f64(),
+            age_seconds: age_at(w.starttime, boot).as_secs_f64(),
             memory_high_events: m.map_or(0, |m| m.events.high),
             memory_max_events: m.map_or(0, |m| m.events.max),
             oom_kills: m.map_or(0, |m| m.events.oom_kill),

@@ -208,19 +208,17 @@ impl Systemd for DbusSystemd {
             .build()
             .await
             .map_err(call("look up", unit))?;
+        // Asked together: a busy PID 1 (creating 1,000 scopes) takes
+        // seconds to answer each, and the loop waits for all of them.
+        let (main_pid, control_group, active_state) = tokio::join!(
+            service.main_pid(),
+            service.control_group(),
+            u.active_state()
+        );
         Ok(Some(ServiceInfo {
-            main_pid: service
-                .main_pid()
-                .await
-                .map_err(call("read MainPID of", unit))?,
-            control_group: service
-                .control_group()
-                .await
-                .map_err(call("read ControlGroup of", unit))?,
-            active_state: u
-                .active_state()
-                .await
-                .map_err(call("read ActiveState of", unit))?,
+            main_pid: main_pid.map_err(call("read MainPID of", unit))?,
+            control_group: control_group.map_err(call("read ControlGroup of", unit))?,
+            active_state: active_state.map_err(call("read ActiveState of", unit))?,
         }))
     }
 
