@@ -1,21 +1,21 @@
 #!/bin/bash
 # Issue 7, faults survived: many workers. A generic master (apps/forker.py)
-# starts N small workers (`sleep`, a few hundred KiB each) at once; the
-# daemon places every one in its own scope, at most 32 StartTransientUnit
-# calls in flight and one wave of 32 per turn of its loop. Figures: time to
-# place all, placement rate, the daemon's CPU while placing and while
-# managing N workers, its RSS, the time `status` takes, and how long
-# systemd takes to stop the N scopes with the app. Issue 7 asks for 1,000; N is 100 (AW_MANY) because
-# 1,000 (and 300) did not fit the scenario's 300 s in the VM: an emulated
-# PID 1 created about 2 scopes a second, and answered some calls only after
-# 8 s (see RELIABILITY.md).
+# starts N small workers (`sleep`, a few hundred KiB each) at once, N =
+# 1,000 as the issue asks; the daemon places every
+# one in its own scope, at most 32 scopes under way at once, while its loop
+# goes on (host tick, status, watchdog). Figures: time to place all,
+# placement rate, the daemon's CPU while placing and while managing N
+# workers, its RSS, the time `status` takes, and how long systemd takes to
+# stop the N scopes with the app. Under emulation PID 1 creates a few
+# scopes a second, hence the limit.
+# aw-vm-limit: 600
 set -euo pipefail
 # shellcheck source=tests/vm/guest/lib.sh
 . "$AW_ROOT/guest/lib.sh"
 # shellcheck source=tests/vm/guest/core.sh
 . "$AW_ROOT/guest/core.sh"
 
-n=${AW_MANY:-100}
+n=1000
 
 fresh_daemon
 install -d /srv/aw-apps
@@ -30,13 +30,20 @@ cleanup() { systemctl stop aw-many.service 2>/dev/null || true; }
 trap cleanup EXIT
 
 scopes_ge() { [ "$(scope_count "$1")" -ge "$2" ]; }
+# placed_ge APP N: scopes_ge, noting when the daemon last petted its
+# watchdog (systemd's WatchdogTimestampMonotonic): the gaps between pets
+# show whether the loop stood still while placing
+placed_ge() {
+    unit_prop "$AW_UNIT" WatchdogTimestampMonotonic >> "$AW_RESULT_DIR/watchdog-pets.txt"
+    scopes_ge "$@"
+}
 
 step "$n workers at once"
 cpu0=$(cpu_ticks "$daemon")
 t0=$(date +%s%N)
 systemd-run --quiet --unit=aw-many -p TasksMax=infinity \
     /usr/bin/python3 /srv/aw-apps/forker.py --children "$n"
-wait_for 150 scopes_ge many "$n" || fail "only $(scope_count many) of $n workers placed after 150 s"
+wait_for 360 placed_ge many "$n" || fail "only $(scope_count many) of $n workers placed after 360 s"
 all_ms=$((($(date +%s%N) - t0) / 1000000))
 cpu_place=$(($(cpu_ticks "$daemon") - cpu0))
 assert_eq "$(workers_of many | wc -l)" "$n" "workers"
@@ -62,6 +69,17 @@ cat "$AW_RESULT_DIR/latency.txt"
 while read -r key value; do figure "many_$key" "$value"; done < "$AW_RESULT_DIR/latency.txt"
 failures=$(journal_lines | grep -c 'failed to place' || true)
 figure many_placement_failures "$failures"
+# The loop pets the watchdog every 7.5 s (a quarter of WatchdogSec=30s)
+# unless a step holds it; systemd kills the daemon at 30 s.
+gap=$(sort -nu "$AW_RESULT_DIR/watchdog-pets.txt" |
+    awk '$1 > 0 { if (prev) { g = $1 - prev; if (g > max) max = g }; prev = $1; n++ }
+         END { printf "%.1f %d", max / 1e6, n }')
+figure many_watchdog_pets_seen "${gap#* }"
+figure many_watchdog_max_gap_s "${gap% *}"
+[ "${gap#* }" -ge 3 ] || fail "only ${gap#* } watchdog pets seen while placing"
+awk -v g="${gap% *}" 'BEGIN { exit !(g < 15) }' ||
+    fail "the daemon's loop went ${gap% *} s without petting its watchdog while placing"
+pass "the loop petted its watchdog throughout, at most ${gap% *} s apart"
 
 step "managing $n workers"
 sleep 5
@@ -86,6 +104,6 @@ assert_eq "$(unit_prop "$AW_UNIT" NRestarts)" 0 "daemon restarts"
 step "stopping the app stops its $n scopes"
 t0=$(date +%s%N)
 systemctl stop aw-many.service
-wait_for 60 scopes_eq many 0 || fail "$(scope_count many) scopes left 60 s after stopping the app"
+wait_for 150 scopes_eq many 0 || fail "$(scope_count many) scopes left 150 s after stopping the app"
 figure many_stop_all_ms $((($(date +%s%N) - t0) / 1000000))
 assert_eq "$(systemctl list-units --all --plain --no-legend 'aw-many-*.scope' | wc -l)" 0 "scope units left"
