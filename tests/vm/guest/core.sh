@@ -25,11 +25,9 @@ fresh_daemon() {
     systemctl restart "$AW_UNIT" || fail_unit "$AW_UNIT" "the daemon did not start"
 }
 
-# manage_shop [SECONDS]: the sample uWSGI app under a policy with a 200M
-# soft and a 300M hard limit, the daemon restarted, and every worker placed
-# within SECONDS (10)
-# shellcheck disable=SC2120 # the time limit is optional
-manage_shop() {
+# shop_policy: the sample uWSGI app's usual policy: a 200M soft and a
+# 300M hard limit, its stats socket
+shop_policy() {
     policy shop '
 unit = "uwsgi-shop.service"
 server = "uwsgi"
@@ -38,6 +36,13 @@ soft_limit = "200M"
 hard_limit = "300M"
 [uwsgi]
 stats = "/run/shop/stats.sock"'
+}
+
+# manage_shop [SECONDS]: the sample uWSGI app under shop_policy, the daemon
+# restarted, and every worker placed within SECONDS (10)
+# shellcheck disable=SC2120 # the time limit is optional
+manage_shop() {
+    shop_policy
     start_app shop
     aw_restart
     wait_for "${1:-10}" all_placed shop || fail "shop workers not placed"

@@ -12,14 +12,7 @@ set -euo pipefail
 . "$AW_ROOT/guest/core.sh"
 
 fresh_daemon
-policy shop '
-unit = "uwsgi-shop.service"
-server = "uwsgi"
-[memory]
-soft_limit = "200M"
-hard_limit = "300M"
-[uwsgi]
-stats = "/run/shop/stats.sock"'
+shop_policy
 policy blog '
 unit = "gunicorn-blog.service"
 server = "gunicorn"
