@@ -914,6 +914,34 @@ fn stats_server(
 const SHOP_STATS: &str = "unit = \"shop.service\"\nserver = \"uwsgi\"\n[memory]\nsoft_limit = \"300M\"\n[uwsgi]\nstats = \"/run/shop/stats.sock\"\n";
 
 #[tokio::test]
+async fn an_app_whose_workers_are_being_placed_is_not_below_its_minimum() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy(
+        "shop",
+        &format!("{SHOP_STATS}master_fifo = \"/run/shop/fifo\"\n[scaling]\nmin_workers = 2\nmax_workers = 6\n"),
+    ));
+    // uWSGI in cheaper mode: 3 workers and 3 cheap slots.
+    stats_server(
+        &h,
+        Some(
+            br#"{"listen_queue":0,"workers":[{"pid":5000001,"status":"idle"},{"pid":5000002,"status":"idle"},{"pid":5000003,"status":"idle"},{"pid":0,"status":"cheap"},{"pid":0,"status":"cheap"},{"pid":0,"status":"cheap"}]}"#,
+        ),
+    );
+    shop(&h, &d, 3);
+    // The daemon's first step: it decides while the scopes are under way.
+    d.worker_tick().await;
+    assert_eq!(d.apps["shop"].placing.len(), 3);
+    d.host_tick().await;
+    let events = d.shared.lock().unwrap().events.recent(10);
+    assert!(
+        events.iter().all(|e| e.action != "grow"),
+        "grew an app whose workers were being placed: {events:?}"
+    );
+    d.settle().await;
+    assert_eq!(d.apps["shop"].workers.len(), 3);
+}
+
+#[tokio::test]
 async fn garbage_from_the_stats_socket_places_nothing() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP_STATS));

@@ -52,6 +52,10 @@ pub struct AppSample {
     /// Worker slots the app server reports but that run no process
     /// (uWSGI "cheap" slots, gunicorn workers asked to stop).
     pub stopped_slots: u32,
+    /// Workers being moved into their scopes: they run, but have no
+    /// sample yet. The worker count includes them.
+    #[serde(default)]
+    pub placing: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
