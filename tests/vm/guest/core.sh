@@ -213,15 +213,17 @@ bus_monitor_stop() { kill "$bus_monitor_pid" 2>/dev/null || true; wait "$bus_mon
 # bus_calls FILE [MEMBER]: method calls recorded (of that member)
 bus_calls() { awk -v m="${2:-}" '$1 == "mc" && (m == "" || $NF == m)' "$1" | wc -l; }
 
-# start_unit_app UNIT PORT: install the sample apps and UNIT, start it, wait
-# until it answers (for apps other than lib.sh's shop and blog)
+# start_unit_app UNIT PORT: install the sample apps and UNIT, (re)start it,
+# wait until it answers (for apps other than lib.sh's shop and blog). A
+# restart: an earlier scenario that failed may have left it running, with
+# a worker count of its own.
 start_unit_app() {
     local unit=$1 port=$2
     install -d /srv/aw-apps
     install -m 0644 "$AW_ROOT"/apps/*.py "$AW_ROOT"/apps/*.ini /srv/aw-apps/
     install -m 0644 "$AW_ROOT/apps/$unit" /etc/systemd/system/
     systemctl daemon-reload
-    systemctl start "$unit" || fail_unit "$unit" "$unit did not start"
+    systemctl restart "$unit" || fail_unit "$unit" "$unit did not start"
     wait_for 60 http_ok "http://127.0.0.1:$port/" || fail_unit "$unit" "$unit does not answer on port $port"
     pass "$unit is up on port $port"
 }

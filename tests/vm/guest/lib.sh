@@ -184,8 +184,9 @@ app_unit() {
 
 http_ok() { curl -fsS --max-time 5 -o /dev/null "$1"; }
 
-# start_app shop|blog: install the sample app and its unit (see apps/), start
-# it and wait until it answers HTTP.
+# start_app shop|blog: install the sample app and its unit (see apps/),
+# (re)start it and wait until it answers HTTP. A restart: an earlier
+# scenario that failed may have left it running, with leaked memory.
 start_app() {
     local app=$1 unit port
     unit=$(app_unit "$app")
@@ -194,7 +195,7 @@ start_app() {
     install -m 0644 "$AW_ROOT"/apps/*.py "$AW_ROOT"/apps/*.ini /srv/aw-apps/
     install -m 0644 "$AW_ROOT/apps/$unit" /etc/systemd/system/
     systemctl daemon-reload
-    systemctl start "$unit" || fail_unit "$unit" "$unit did not start"
+    systemctl restart "$unit" || fail_unit "$unit" "$unit did not start"
     wait_for 60 http_ok "http://127.0.0.1:$port/" ||
         fail_unit "$unit" "$app does not answer on port $port"
     pass "$app is up ($unit, port $port)"

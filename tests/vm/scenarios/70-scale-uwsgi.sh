@@ -28,6 +28,7 @@ cooldown_up = "300ms"
 cooldown_down = "4s"
 scale_down = "stop"'
 start_unit_app uwsgi-scale.service 8003
+trap 'systemctl stop uwsgi-scale.service' EXIT
 aw_restart
 master=$(unit_prop uwsgi-scale.service MainPID)
 wait_for 5 all_placed scale || fail "scale workers not placed"
@@ -65,4 +66,3 @@ wait_for 60 workers_eq "$master" 2 || fail "still $(running_workers "$master") w
 sleep 6
 assert_eq "$(running_workers "$master")" 2 "workers after a further quiet cool-down"
 wait_load trickle
-systemctl stop uwsgi-scale.service

@@ -26,6 +26,7 @@ cooldown_up = "200ms"
 cooldown_down = "3s"
 scale_down = "freeze"'
 start_unit_app uwsgi-scale.service 8003
+trap 'systemctl stop uwsgi-scale.service' EXIT
 aw_restart
 master=$(unit_prop uwsgi-scale.service MainPID)
 wait_for 5 all_placed scale || fail "scale workers not placed"
@@ -58,4 +59,3 @@ last_thaw=$(journal_query __MONOTONIC_TIMESTAMP "$daemon" APP=scale ACTION=thaw 
 pass "parked workers were thawed before any fork ($(journal_count "$daemon" APP=scale ACTION=grow) forks after)"
 wait_load burst
 wait_load trickle
-systemctl stop uwsgi-scale.service
