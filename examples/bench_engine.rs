@@ -67,7 +67,7 @@ fn snapshot(now: Duration) -> Snapshot {
                 max: 128,
             }),
             stopped_slots: 0,
-            placing: 0,
+            unsampled: 0,
         })
         .collect();
     Snapshot {

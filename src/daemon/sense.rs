@@ -203,7 +203,9 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     .collect(),
                 backlog: app.backlog,
                 stopped_slots: app.roster.as_ref().map_or(0, |r| r.stopped_slots),
-                placing: app.placing.len() as u32,
+                unsampled: (app.placing.len()
+                    + app.workers.values().filter(|w| w.memory.is_none()).count())
+                    as u32,
             })
             .collect();
         Some(Snapshot {

@@ -914,7 +914,7 @@ fn stats_server(
 const SHOP_STATS: &str = "unit = \"shop.service\"\nserver = \"uwsgi\"\n[memory]\nsoft_limit = \"300M\"\n[uwsgi]\nstats = \"/run/shop/stats.sock\"\n";
 
 #[tokio::test]
-async fn an_app_whose_workers_are_being_placed_is_not_below_its_minimum() {
+async fn an_app_whose_workers_have_no_sample_yet_is_not_below_its_minimum() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy(
         "shop",
@@ -928,17 +928,19 @@ async fn an_app_whose_workers_are_being_placed_is_not_below_its_minimum() {
         ),
     );
     shop(&h, &d, 3);
-    // The daemon's first step: it decides while the scopes are under way.
+    // The daemon's first step: it decides while the scopes are under way,
+    // and the fast steps decide before the next full step has read them.
     d.worker_tick().await;
     assert_eq!(d.apps["shop"].placing.len(), 3);
+    d.host_tick().await;
+    d.settle().await;
+    assert_eq!(d.apps["shop"].workers.len(), 3);
     d.host_tick().await;
     let events = d.shared.lock().unwrap().events.recent(10);
     assert!(
         events.iter().all(|e| e.action != "grow"),
-        "grew an app whose workers were being placed: {events:?}"
+        "grew an app whose workers had no sample yet: {events:?}"
     );
-    d.settle().await;
-    assert_eq!(d.apps["shop"].workers.len(), 3);
 }
 
 #[tokio::test]

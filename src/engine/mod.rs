@@ -52,10 +52,11 @@ pub struct AppSample {
     /// Worker slots the app server reports but that run no process
     /// (uWSGI "cheap" slots, gunicorn workers asked to stop).
     pub stopped_slots: u32,
-    /// Workers being moved into their scopes: they run, but have no
-    /// sample yet. The worker count includes them.
+    /// Workers that run but have no sample yet: being moved into their
+    /// scopes, or placed since the last read of the scopes. The worker
+    /// count includes them.
     #[serde(default)]
-    pub placing: u32,
+    pub unsampled: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -116,11 +116,11 @@ fn thaw_busy_frozen(ap: &AppPolicy, app: &AppSample) -> Option<Decision> {
     })
 }
 
-/// Workers serving or ready to serve (not parked), those being placed in
-/// their scopes included: a daemon that has just started, or a master that
-/// has just forked, must not look like an app below its minimum.
+/// Workers serving or ready to serve (not parked), those without a sample
+/// yet included: a daemon that has just started, or a master that has just
+/// forked, must not look like an app below its minimum.
 fn active(app: &AppSample) -> u32 {
-    app.workers.iter().filter(|w| !w.frozen).count() as u32 + app.placing
+    app.workers.iter().filter(|w| !w.frozen).count() as u32 + app.unsampled
 }
 
 /// How many more workers host memory allows before the lower bound,

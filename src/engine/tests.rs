@@ -433,17 +433,17 @@ fn tiny_workers_are_not_recycled_just_above_the_lower_bound() {
 }
 
 #[test]
-fn workers_being_placed_count_towards_the_minimum() {
+fn workers_without_a_sample_count_towards_the_minimum() {
     let p = policy(vec![scaling_app(2, 6, ScaleDown::Stop)]);
     // A daemon just started: uWSGI runs 3 workers (5 cheap slots), none
     // placed in its scope yet.
     let mut s = scaling_snap(1000, 0, &[], &[]);
     s.apps[0].stopped_slots = 5;
-    s.apps[0].placing = 3;
+    s.apps[0].unsampled = 3;
     let d = decide(&p, &s, &mut EngineState::default());
     assert!(d.is_empty(), "{d:?}");
     // Without them the app would be below its minimum.
-    s.apps[0].placing = 0;
+    s.apps[0].unsampled = 0;
     let d = decide(&p, &s, &mut EngineState::default());
     assert!(
         matches!(d[0].reason, Reason::BelowMinimum { workers: 0, min: 2 }),
