@@ -297,13 +297,24 @@ fn effective_policy<'a>(
     apps: &std::collections::BTreeMap<String, super::model::AppRuntime>,
 ) -> std::borrow::Cow<'a, crate::policy::Policy> {
     let no_freeze = |name: &str| apps.get(name).is_some_and(|a| a.freeze_refused.is_some());
-    if paused.is_empty() && !policy.apps.iter().any(|a| no_freeze(&a.name)) {
+    // No master, nothing to scale: an app being stopped loses its workers
+    // one by one, and must not look like an app below its minimum.
+    let no_master = |name: &str| apps.get(name).is_some_and(|a| a.master().is_none());
+    if paused.is_empty()
+        && !policy
+            .apps
+            .iter()
+            .any(|a| no_freeze(&a.name) || (a.scaling.is_some() && no_master(&a.name)))
+    {
         return std::borrow::Cow::Borrowed(policy);
     }
     let mut p = policy.clone();
     for app in p.apps.iter_mut() {
         if paused.contains(&app.name) {
             app.mode = Mode::Observe;
+        }
+        if no_master(&app.name) {
+            app.scaling = None;
         }
         if no_freeze(&app.name)
             && let Some(s) = app.scaling.as_mut()

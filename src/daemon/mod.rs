@@ -226,9 +226,19 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
     }
 
-    /// A process exited: forget it at once if it was a worker.
+    /// A process exited: forget it at once if it was a worker; if it was
+    /// an app's master, the app has none until systemd says otherwise.
     pub fn on_exit(&mut self, pid: u32) {
         for app in self.apps.values_mut() {
+            if app.master() == Some(pid) {
+                tracing::info!(
+                    app = app.policy.name.as_str(),
+                    master_pid = pid,
+                    "the main process of {} exited",
+                    app.policy.unit
+                );
+                app.service = None;
+            }
             if let Some(w) = app.workers.remove(&pid) {
                 tracing::debug!(
                     app = app.policy.name.as_str(),

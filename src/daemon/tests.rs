@@ -944,6 +944,36 @@ async fn an_app_whose_workers_have_no_sample_yet_is_not_below_its_minimum() {
 }
 
 #[tokio::test]
+async fn an_app_being_stopped_is_not_grown() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy(
+        "shop",
+        &format!("{SHOP_STATS}master_fifo = \"/run/shop/fifo\"\n[scaling]\nmin_workers = 2\nmax_workers = 6\n"),
+    ));
+    stats_server(
+        &h,
+        Some(
+            br#"{"listen_queue":0,"workers":[{"pid":5000001,"status":"idle"},{"pid":5000002,"status":"idle"},{"pid":0,"status":"cheap"}]}"#,
+        ),
+    );
+    let workers = shop(&h, &d, 2);
+    full_tick(&mut d).await;
+    full_tick(&mut d).await;
+    // systemctl stop: the master and its workers exit before the next
+    // full step asks systemd about the service.
+    for pid in workers.iter().copied().chain([MASTER]) {
+        h.exit(pid);
+        d.on_exit(pid);
+    }
+    d.host_tick().await;
+    let events = d.shared.lock().unwrap().events.recent(10);
+    assert!(
+        events.iter().all(|e| e.action != "grow"),
+        "grew an app that was being stopped: {events:?}"
+    );
+}
+
+#[tokio::test]
 async fn garbage_from_the_stats_socket_places_nothing() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP_STATS));
