@@ -221,11 +221,12 @@ pub async fn run() -> anyhow::Result<()> {
         (host, worker)
     };
     let (mut host_iv, mut worker_iv) = ticks(&d);
-    // A quarter of the timeout, not the usual half: a tick may wait for
-    // systemd up to CALL_TIMEOUT (and JOB_TIMEOUT for a scope) while PID 1
-    // re-executes, and the pet must still come in time.
+    // An eighth of the timeout, not the usual half: a step may wait for
+    // systemd for seconds (a call up to CALL_TIMEOUT while PID 1
+    // re-executes or creates 1,000 scopes), and the pet must still come in
+    // time. A pet is one datagram.
     let mut watchdog =
-        interval(sd_notify::watchdog_enabled().map_or(Duration::from_secs(3600), |t| t / 4));
+        interval(sd_notify::watchdog_enabled().map_or(Duration::from_secs(3600), |t| t / 8));
 
     loop {
         tokio::select! {

@@ -87,6 +87,11 @@ pub struct DbusSystemd {
     conn: Connection,
     manager: ManagerProxy<'static>,
     waiters: JobWaiters,
+    /// Object paths of the services looked up so far. A unit's path
+    /// follows from its name and systemd loads the unit again when its
+    /// path is read, so one `GetUnit` per service is enough: a busy PID 1
+    /// answers each call only after the scopes queued before it.
+    paths: Mutex<HashMap<String, OwnedObjectPath>>,
 }
 
 impl DbusSystemd {
@@ -115,6 +120,7 @@ impl DbusSystemd {
             conn,
             manager,
             waiters,
+            paths: Mutex::default(),
         })
     }
 
@@ -191,10 +197,25 @@ fn scope_properties(spec: &ScopeSpec) -> Vec<(&'static str, Value<'_>)> {
 
 impl Systemd for DbusSystemd {
     async fn service(&self, unit: &str) -> Result<Option<ServiceInfo>, SystemdError> {
-        let path = match self.manager.get_unit(unit).await {
-            Ok(p) => p,
-            Err(e) if is_no_such_unit(&e) => return Ok(None),
-            Err(e) => return Err(call("look up", unit)(e)),
+        let known = self
+            .paths
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(unit)
+            .cloned();
+        let path = match known {
+            Some(p) => p,
+            None => match self.manager.get_unit(unit).await {
+                Ok(p) => {
+                    self.paths
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(unit.to_owned(), p.clone());
+                    p
+                }
+                Err(e) if is_no_such_unit(&e) => return Ok(None),
+                Err(e) => return Err(call("look up", unit)(e)),
+            },
         };
         let service = ServiceProxy::builder(&self.conn)
             .path(path.clone())
@@ -215,6 +236,13 @@ impl Systemd for DbusSystemd {
             service.control_group(),
             u.active_state()
         );
+        if main_pid.is_err() || control_group.is_err() || active_state.is_err() {
+            // Looked up again next time, in case the path was the trouble.
+            self.paths
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(unit);
+        }
         Ok(Some(ServiceInfo {
             main_pid: main_pid.map_err(call("read MainPID of", unit))?,
             control_group: control_group.map_err(call("read ControlGroup of", unit))?,

@@ -69,7 +69,7 @@ cat "$AW_RESULT_DIR/latency.txt"
 while read -r key value; do figure "many_$key" "$value"; done < "$AW_RESULT_DIR/latency.txt"
 failures=$(journal_lines | grep -c 'failed to place' || true)
 figure many_placement_failures "$failures"
-# The loop pets the watchdog every 7.5 s (a quarter of WatchdogSec=30s)
+# The loop pets the watchdog every 3.75 s (an eighth of WatchdogSec=30s)
 # unless a step holds it; systemd kills the daemon at 30 s.
 gap=$(sort -nu "$AW_RESULT_DIR/watchdog-pets.txt" |
     awk '$1 > 0 { if (prev) { g = $1 - prev; if (g > max) max = g }; prev = $1; n++ }
