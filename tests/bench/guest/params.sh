@@ -55,7 +55,7 @@ fi
 # that starts this many seconds into the load, takes this share of
 # MemTotal at this rate, holds it, then exits.
 : "${AW_BENCH_NEIGHBOUR_AT:=70}"
-: "${AW_BENCH_NEIGHBOUR_PCT:=40}"
+: "${AW_BENCH_NEIGHBOUR_PCT:=50}"
 : "${AW_BENCH_NEIGHBOUR_RAMP_MB_S:=40}"
 : "${AW_BENCH_NEIGHBOUR_HOLD:=60}"
 
