@@ -91,8 +91,13 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
     }
 
-    /// Children of the master still in the service cgroup, not yet placed.
-    fn candidates(&self, name: &str) -> Vec<PidStat> {
+    /// Children of the master still in the service cgroup, not yet placed:
+    /// the first `limit` of them. Each costs a read of /proc/PID/stat, and
+    /// a master that forked 1,000 workers leaves them all in the service
+    /// while 8 at a time are placed: reading every one at every tick and
+    /// fork event (10 Hz and more) kept the loop from its watchdog for
+    /// seconds under emulation, for 8 to be used.
+    pub(super) fn candidates(&self, name: &str, limit: usize) -> Vec<PidStat> {
         let Some(app) = self.apps.get(name) else {
             return Vec::new();
         };
@@ -118,15 +123,17 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             .filter_map(|pid| self.procfs.pid_stat(pid).ok())
             .filter(|s| s.ppid == master && !app.not_workers.contains(&(s.pid, s.starttime)))
             .filter(|s| delay.is_zero() || age_of(s.starttime) >= delay)
+            .take(limit)
             .collect()
     }
 
     /// Finds new workers of one app and places them.
     pub(super) async fn discover(&mut self, name: &str) {
-        if self.placing.len() >= PLACE_AT_ONCE {
+        let room = PLACE_AT_ONCE.saturating_sub(self.placing.len());
+        if room == 0 {
             return;
         }
-        let mut found = self.candidates(name);
+        let mut found = self.candidates(name, room);
         if found.is_empty() {
             return;
         }
@@ -160,7 +167,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
         // At most PLACE_AT_ONCE scopes under way, host-wide: the rest are
         // found again on the next fast tick (100 ms) once some are done.
-        found.truncate(PLACE_AT_ONCE.saturating_sub(self.placing.len()));
+        found.truncate(room);
         self.place(name, found);
     }
 

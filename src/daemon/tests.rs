@@ -608,6 +608,28 @@ async fn many_workers_are_placed_with_bounded_calls_in_flight() {
 }
 
 #[tokio::test]
+async fn only_as_many_children_as_can_be_placed_are_looked_at() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 200);
+    let at_once = super::discover::PLACE_AT_ONCE;
+    d.worker_tick().await;
+    assert_eq!(d.apps["shop"].placing.len(), at_once);
+    // 192 children wait in the service; a look for 3 reads 3 of them,
+    // none of those under way.
+    let some = d.candidates("shop", 3);
+    assert_eq!(some.len(), 3);
+    assert!(
+        some.iter()
+            .all(|s| !d.apps["shop"].placing.contains(&s.pid))
+    );
+    assert!(some.iter().all(|s| workers.contains(&s.pid)));
+    assert_eq!(d.candidates("shop", usize::MAX).len(), 200 - at_once);
+    // A look with no room left reads nothing.
+    assert!(d.candidates("shop", 0).is_empty());
+}
+
+#[tokio::test]
 async fn a_scope_made_before_its_answer_came_is_placed_not_adopted() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
