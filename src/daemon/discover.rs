@@ -129,6 +129,8 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
 
     /// Finds new workers of one app and places them.
     pub(super) async fn discover(&mut self, name: &str) {
+        // At most PLACE_AT_ONCE scopes under way, host-wide: the rest are
+        // found again on the next fast tick (100 ms) once some are done.
         let room = PLACE_AT_ONCE.saturating_sub(self.placing.len());
         if room == 0 {
             return;
@@ -165,9 +167,6 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             app.roster = Some(roster);
             found = keep;
         }
-        // At most PLACE_AT_ONCE scopes under way, host-wide: the rest are
-        // found again on the next fast tick (100 ms) once some are done.
-        found.truncate(room);
         self.place(name, found);
     }
 

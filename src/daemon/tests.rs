@@ -935,13 +935,17 @@ fn stats_server(
 
 const SHOP_STATS: &str = "unit = \"shop.service\"\nserver = \"uwsgi\"\n[memory]\nsoft_limit = \"300M\"\n[uwsgi]\nstats = \"/run/shop/stats.sock\"\n";
 
+/// The shop under uWSGI's cheaper mode, its count set by the daemon (2–6).
+fn cheaper_shop() -> String {
+    format!(
+        "{SHOP_STATS}master_fifo = \"/run/shop/fifo\"\n[scaling]\nmin_workers = 2\nmax_workers = 6\n"
+    )
+}
+
 #[tokio::test]
 async fn an_app_whose_workers_have_no_sample_yet_is_not_below_its_minimum() {
     let h = Host::new(0.3);
-    let mut d = h.daemon(h.policy(
-        "shop",
-        &format!("{SHOP_STATS}master_fifo = \"/run/shop/fifo\"\n[scaling]\nmin_workers = 2\nmax_workers = 6\n"),
-    ));
+    let mut d = h.daemon(h.policy("shop", &cheaper_shop()));
     // uWSGI in cheaper mode: 3 workers and 3 cheap slots.
     stats_server(
         &h,
@@ -968,10 +972,7 @@ async fn an_app_whose_workers_have_no_sample_yet_is_not_below_its_minimum() {
 #[tokio::test]
 async fn an_app_being_stopped_is_not_grown() {
     let h = Host::new(0.3);
-    let mut d = h.daemon(h.policy(
-        "shop",
-        &format!("{SHOP_STATS}master_fifo = \"/run/shop/fifo\"\n[scaling]\nmin_workers = 2\nmax_workers = 6\n"),
-    ));
+    let mut d = h.daemon(h.policy("shop", &cheaper_shop()));
     stats_server(
         &h,
         Some(

@@ -40,15 +40,14 @@ assert_eq "$(sample "$out" adaptive_workers_app_soft_limit_bytes 'app="shop"')" 
 assert_eq "$(sample "$out" adaptive_workers_app_hard_limit_bytes 'app="shop"')" $((300 << 20)) "hard limit"
 util=$(sample "$out" adaptive_workers_host_memory_utilisation_ratio)
 awk -v u="$util" 'BEGIN { exit !(u > 0 && u < 1) }' || fail "host utilisation $util"
-# agrees PID: the endpoint's private memory for the worker is its scope's
+# agrees PID LABELS: the endpoint's private memory for the worker is its scope's
 # memory.current. Both move while the worker serves, and the daemon reads
 # each worker once a second: within 1 MiB, or half the larger of the two.
 # A scope starts at 0 (a process moved into a cgroup leaves its charges
 # behind) and grows fast in its first seconds, so up to 5 scrapes a second
 # apart; a daemon publishing a wrong figure fails them all.
 agrees() {
-    local pid=$1 labels private current i
-    labels="app=\"shop\",pid=\"$pid\",scope=\"aw-shop-$pid.scope\""
+    local pid=$1 labels=$2 private current i
     for i in 1 2 3 4 5; do
         [ "$i" -eq 1 ] || { sleep 1; scrape "$out"; }
         private=$(sample "$out" adaptive_workers_worker_private_bytes "$labels")
@@ -61,8 +60,8 @@ agrees() {
     return 1
 }
 for pid in $(workers_of shop); do
-    agrees "$pid" || fail "worker $pid: the endpoint's private memory never matched memory.current"
     labels="app=\"shop\",pid=\"$pid\",scope=\"aw-shop-$pid.scope\""
+    agrees "$pid" "$labels" || fail "worker $pid: the endpoint's private memory never matched memory.current"
     threads=$(sample "$out" adaptive_workers_worker_threads "$labels")
     [ "${threads:-0}" -ge 1 ] || fail "worker $pid: threads '$threads'"
 done
