@@ -33,6 +33,13 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
     }
 
+    /// The mode an app's decisions run in now (a paused app observes).
+    pub(super) fn mode_of(&self, name: &str) -> Mode {
+        effective_policy(&self.policy, &self.paused, &self.apps)
+            .app(name)
+            .map_or(self.policy.global.mode, |a| a.mode)
+    }
+
     /// An operator's request to recycle one worker (D-Bus, root only).
     pub async fn recycle_worker(&mut self, pid: u32) -> Result<String, String> {
         let (name, scope) = self
@@ -109,7 +116,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
 
     /// Carries out (or logs) one decision; returns a follow-up decision
     /// when what was done needs undoing at once.
-    async fn act(&mut self, d: Decision) -> Option<Decision> {
+    pub(super) async fn act(&mut self, d: Decision) -> Option<Decision> {
         let private = d.action.worker().and_then(|w| {
             self.apps
                 .get(&w.app)?
@@ -185,6 +192,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             Action::Shrink { .. } => c.shrinks += 1,
             Action::Freeze { .. } => c.freezes += 1,
             Action::Thaw { .. } => c.thaws += 1,
+            Action::Reap { .. } => c.kills += 1,
         }
     }
 
@@ -254,6 +262,22 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     .map_err(|e| e.to_string())?;
                 self.known(worker)?.frozen = false;
                 Ok(())
+            }
+            Action::Reap { worker } => {
+                // Its master is gone: the worker may not be managed (a
+                // daemon restarted after the crash adopts only workers of
+                // the running master), and is forgotten either way.
+                if let Some(app) = self.apps.get_mut(&worker.app) {
+                    app.workers.remove(&worker.pid);
+                }
+                match self
+                    .systemd
+                    .kill(&worker.scope, KillWhom::All, libc::SIGKILL)
+                    .await
+                {
+                    Err(e) if !e.is_gone() => Err(e.to_string()),
+                    _ => Ok(()),
+                }
             }
             Action::Grow { app, count } => self.scale(app, *count, true).await,
             Action::Shrink { app, count } => self.scale(app, *count, false).await,

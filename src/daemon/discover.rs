@@ -20,8 +20,9 @@ use futures_util::StreamExt;
 use super::Daemon;
 use super::model::Worker;
 use super::signal::Signaller;
+use crate::engine::orphans;
 use crate::procfs::PidStat;
-use crate::systemd::{KillWhom, Systemd, escape, slice_cgroup};
+use crate::systemd::{Systemd, escape, slice_cgroup};
 
 /// Scopes being created at once, host-wide. PID 1 creates them one after
 /// the other, so more in flight places no faster: it only makes every
@@ -53,40 +54,19 @@ const ROSTER_RETRY: Duration = Duration::from_secs(2);
 pub(super) const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
-    /// Reads each app's MainPID and cgroup from systemd.
+    /// Reads each app's MainPID, cgroup and state from systemd.
     pub(super) async fn refresh_services(&mut self) {
         for app in self.apps.values_mut() {
             let unit = app.policy.unit.clone();
             match self.systemd.service(&unit).await {
-                Ok(info) => {
-                    let info = info.filter(|s| {
-                        matches!(
-                            s.active_state.as_str(),
-                            "active" | "reloading" | "activating"
-                        )
-                    });
-                    let old = app.master();
-                    app.service = info;
-                    if app.master() != old {
-                        match app.master() {
-                            Some(pid) => tracing::info!(
-                                app = app.policy.name.as_str(),
-                                master_pid = pid,
-                                "{unit} runs with main PID {pid}"
-                            ),
-                            None => tracing::info!(
-                                app = app.policy.name.as_str(),
-                                "{unit} is not running"
-                            ),
-                        }
-                        app.not_workers.clear();
-                        app.retry_after.clear();
-                    }
+                Ok(info) => take_service(app, info),
+                Err(e) => {
+                    app.service_fresh = false;
+                    tracing::warn!(
+                        app = app.policy.name.as_str(),
+                        "failed to read {unit} from systemd: {e}"
+                    );
                 }
-                Err(e) => tracing::warn!(
-                    app = app.policy.name.as_str(),
-                    "failed to read {unit} from systemd: {e}"
-                ),
             }
         }
     }
@@ -266,35 +246,47 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
     }
 
-    /// Kills the scopes of workers whose master died. When a service's
-    /// main process dies, systemd kills what is left in the service's
-    /// cgroup; workers moved into scopes escape that, and systemd (252)
-    /// does not carry an automatic restart over to the PartOf= scopes. So
-    /// a master that crashes (uWSGI without `no-orphans`, a generic
-    /// master) would leave its workers running, orphaned, in scopes that
-    /// nobody stops, one set per crash. A process in a worker scope whose
-    /// parent is neither the master, nor in the service's cgroup (an old
-    /// master still running, as in a gunicorn USR2 upgrade), nor in the
-    /// same scope (a worker's own child) is such an orphan, and its scope
-    /// is killed (SIGKILL: its master is gone, nobody would finish its
-    /// exit). Checked when the master changes, and once at start for a
-    /// crash while the daemon was away: not on every tick.
+    /// Kills the scopes of workers whose master died, as the engine
+    /// decides (see [`crate::engine::orphans`]). Checked when the master
+    /// changes, and once at start for a crash while the daemon was away:
+    /// not on every tick; a check without firm evidence is made again.
     pub(super) async fn reap_orphans(&mut self, name: &str) {
-        let Some(app) = self.apps.get_mut(name) else {
+        let Some(app) = self.apps.get(name) else {
             return;
         };
         let master = app.master();
         if app.orphans_checked_for == Some(master) {
             return;
         }
-        app.orphans_checked_for = Some(master);
-        let service = app.service.as_ref().map(|s| s.control_group.clone());
-        let slice = slice_cgroup(name);
-        let Ok(children) = self.cgroups.children(&slice) else {
+        let seen = service_seen(app);
+        if !orphans::settled(&seen) {
+            return;
+        }
+        let Some(procs) = self.scope_processes(name) else {
             return;
         };
+        let mode = self.mode_of(name);
+        let decisions = orphans::decide(name, mode, &seen, &procs);
+        if let Some(app) = self.apps.get_mut(name)
+            && !procs.iter().any(|p| p.parent == orphans::Parent::Unknown)
+        {
+            app.orphans_checked_for = Some(master);
+        }
+        for d in decisions {
+            self.act(d).await;
+        }
+    }
+
+    /// Every process in the app's worker scopes, and where its parent is;
+    /// `None` when the slice cannot be read.
+    fn scope_processes(&self, name: &str) -> Option<Vec<orphans::ScopeProcess>> {
+        let app = self.apps.get(name)?;
+        let master = Some(app.unit_main_pid).filter(|p| *p != 0);
+        let service = app.service.as_ref().map(|s| s.control_group.as_str());
+        let slice = slice_cgroup(name);
+        let children = self.cgroups.children(&slice).ok()?;
         let prefix = format!("aw-{}-", escape(name));
-        let mut orphans = Vec::new();
+        let mut out = Vec::new();
         for scope in children
             .iter()
             .filter(|c| c.starts_with(&prefix) && c.ends_with(".scope"))
@@ -304,40 +296,28 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 let Ok(stat) = self.procfs.pid_stat(pid) else {
                     continue;
                 };
-                if Some(stat.ppid) == master {
-                    continue;
-                }
-                let orphaned = match self.procfs.pid_cgroup(stat.ppid) {
-                    Ok(cg) => cg != cgroup && Some(&cg) != service.as_ref(),
-                    // The parent just exited: the worker is an orphan now.
-                    Err(e) => e.is_gone(),
+                let parent = if Some(stat.ppid) == master {
+                    orphans::Parent::Master
+                } else {
+                    match self.procfs.pid_cgroup(stat.ppid) {
+                        Ok(cg) if cg == cgroup => orphans::Parent::SameScope,
+                        Ok(cg) if Some(cg.as_str()) == service => orphans::Parent::InService,
+                        Ok(_) => orphans::Parent::Elsewhere,
+                        Err(_) => orphans::Parent::Unknown,
+                    }
                 };
-                if orphaned {
-                    orphans.push((scope.clone(), pid, stat.ppid));
-                    break;
-                }
+                out.push(orphans::ScopeProcess {
+                    worker: crate::engine::WorkerRef {
+                        app: name.to_owned(),
+                        pid,
+                        scope: scope.clone(),
+                    },
+                    ppid: stat.ppid,
+                    parent,
+                });
             }
         }
-        for (scope, pid, ppid) in orphans {
-            tracing::warn!(
-                app = name,
-                worker_pid = pid,
-                scope = scope.as_str(),
-                action = "reap",
-                "worker {pid} of {name} outlived its master (its parent is now PID {ppid}): killing {scope}, as systemd kills what is left of a service whose main process died"
-            );
-            if let Some(app) = self.apps.get_mut(name) {
-                app.workers.remove(&pid);
-            }
-            if let Err(e) = self
-                .systemd
-                .kill(&scope, KillWhom::All, libc::SIGKILL)
-                .await
-                && !e.is_gone()
-            {
-                tracing::error!(app = name, scope = scope.as_str(), "{e}");
-            }
-        }
+        Some(out)
     }
 
     /// Takes over workers already in scopes of the app's slice (after a
@@ -480,7 +460,63 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             false => app.counters.placed += 1,
         }
         app.workers.insert(w.pid, w);
+        self.unpublished = true;
     }
+}
+
+/// What systemd said of the app's service in this pass, for the engine.
+fn service_seen(app: &super::model::AppRuntime) -> orphans::ServiceSeen {
+    match (app.service_fresh, app.unit_state.as_deref()) {
+        (false, _) | (true, None) => orphans::ServiceSeen::Unknown,
+        (true, Some("not-found")) => orphans::ServiceSeen::NotFound,
+        (true, Some(state)) => orphans::ServiceSeen::State {
+            active_state: state.to_owned(),
+            main_pid: app.unit_main_pid,
+        },
+    }
+}
+
+/// Takes what systemd said of an app's service, read just now.
+fn take_service(app: &mut super::model::AppRuntime, info: Option<crate::systemd::ServiceInfo>) {
+    let name = app.policy.name.clone();
+    let unit = app.policy.unit.clone();
+    app.service_fresh = true;
+    app.unit_main_pid = info.as_ref().map_or(0, |s| s.main_pid);
+    app.unit_state = Some(
+        info.as_ref()
+            .map_or("not-found", |s| s.active_state.as_str())
+            .to_owned(),
+    );
+    if info.is_none() && !app.missing_logged {
+        tracing::warn!(
+            app = name.as_str(),
+            unit = unit.as_str(),
+            "{unit}, named in {}, is not known to systemd (LoadState=not-found): nothing to manage until it exists; check the name",
+            app.policy.file.display()
+        );
+        app.missing_logged = true;
+    }
+    let running = info.filter(|s| {
+        matches!(
+            s.active_state.as_str(),
+            "active" | "reloading" | "activating"
+        )
+    });
+    let old = app.master();
+    app.service = running;
+    if app.master() == old {
+        return;
+    }
+    match app.master() {
+        Some(pid) => tracing::info!(
+            app = name.as_str(),
+            master_pid = pid,
+            "{unit} runs with main PID {pid}"
+        ),
+        None => tracing::info!(app = name.as_str(), "{unit} is not running"),
+    }
+    app.not_workers.clear();
+    app.retry_after.clear();
 }
 
 /// The app server's roster, unless a read failed less than ROSTER_RETRY

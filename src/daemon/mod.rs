@@ -80,6 +80,10 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     placing: FuturesUnordered<Placing>,
     /// Full steps so far (see `sense::DETAIL_EVERY`).
     worker_ticks: u64,
+    /// A worker came or went since the status view was last published:
+    /// the next host step publishes it, so `status` right after a respawn
+    /// lists the new worker (as "new", before its first sample).
+    unpublished: bool,
 }
 
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
@@ -112,6 +116,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             paused: Default::default(),
             placing: FuturesUnordered::new(),
             worker_ticks: 0,
+            unpublished: false,
         };
         d.set_policy(policy);
         d
@@ -129,6 +134,8 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 Some(app) => {
                     app.adapter = crate::adapter::Adapter::new(ap, &self.paths);
                     app.policy = ap.clone();
+                    // A unit still missing is said again after a reload.
+                    app.missing_logged = false;
                 }
                 None => {
                     self.apps
@@ -162,6 +169,9 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
         self.sample_backlogs();
         self.decide_and_act().await;
+        if self.unpublished {
+            self.publish();
+        }
     }
 
     /// The full step (default 1 Hz): services, adoption, every worker's
@@ -238,8 +248,10 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     app.policy.unit
                 );
                 app.service = None;
+                self.unpublished = true;
             }
             if let Some(w) = app.workers.remove(&pid) {
+                self.unpublished = true;
                 tracing::debug!(
                     app = app.policy.name.as_str(),
                     worker_pid = pid,

@@ -48,6 +48,16 @@ pub struct AppRuntime {
     /// The master PID (or none) for which the app's scopes were last
     /// checked for workers that outlived their master; `None`: never.
     pub orphans_checked_for: Option<Option<u32>>,
+    /// What systemd said of the unit at the last read that succeeded:
+    /// "not-found", or its ActiveState; `None` before one succeeded.
+    pub unit_state: Option<String>,
+    /// The main PID systemd gave with it (0: none).
+    pub unit_main_pid: u32,
+    /// Whether the read of this full step succeeded: only such a read is
+    /// evidence to act on (see engine::orphans).
+    pub service_fresh: bool,
+    /// A missing unit was logged since the policy was (re)loaded.
+    pub missing_logged: bool,
 }
 
 /// Counts since the daemon started, by what happened.
@@ -115,6 +125,10 @@ impl AppRuntime {
             freeze_refused: None,
             young: Default::default(),
             orphans_checked_for: None,
+            unit_state: None,
+            unit_main_pid: 0,
+            service_fresh: false,
+            missing_logged: false,
         };
         app.limits_applied = app.limits();
         app

@@ -110,8 +110,8 @@ pub fn decision(
         };
     }
     match (d.action.name(), outcome) {
-        (_, "done" | "observed") if d.action.name() != "kill" => emit!(info),
-        ("kill", "done" | "observed") => emit!(warn),
+        ("kill" | "reap", "done" | "observed") => emit!(warn),
+        (_, "done" | "observed") => emit!(info),
         _ => emit!(error),
     }
     Event {
@@ -177,6 +177,10 @@ pub struct AppView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub freeze_refused: Option<String>,
     pub master_pid: Option<u32>,
+    /// What systemd said of the unit: "not-found", or its ActiveState;
+    /// `None` when systemd could not be asked yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_state: Option<String>,
     pub soft_limit: Option<u64>,
     pub hard_limit: Option<u64>,
     pub backlog: Option<u32>,

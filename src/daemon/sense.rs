@@ -233,6 +233,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 paused: self.paused.contains(&app.policy.name),
                 freeze_refused: app.freeze_refused.clone(),
                 master_pid: app.master(),
+                unit_state: app.unit_state.clone(),
                 soft_limit: app.policy.memory.soft_limit.map(|s| s.0),
                 hard_limit: app.policy.memory.hard_limit.map(|s| s.0),
                 backlog: app.backlog.map(|b| b.queued),
@@ -261,10 +262,12 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         } else if w.frozen {
             "frozen"
         } else {
-            match w.idle {
-                Some(true) => "idle",
-                Some(false) => "busy",
-                None => "running",
+            match (w.memory.is_some(), w.idle) {
+                // Placed since the last read of the scopes.
+                (false, _) => "new",
+                (true, Some(true)) => "idle",
+                (true, Some(false)) => "busy",
+                (true, None) => "running",
             }
         };
         let m = w.memory.as_ref();
@@ -285,7 +288,8 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     }
 
     /// Makes the current state visible to `status` over D-Bus.
-    pub fn publish(&self) {
+    pub fn publish(&mut self) {
+        self.unpublished = false;
         let view = self.status_view();
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).status = view;
     }

@@ -135,6 +135,8 @@ impl Host {
 
 type TestDaemon = Daemon<FakeSystemd, RecordingSignaller>;
 
+mod faults;
+
 /// The full step (1 Hz), then the answers for the scopes it started, as
 /// the loop takes them when systemd sends them.
 async fn full_tick(d: &mut TestDaemon) {

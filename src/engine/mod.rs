@@ -5,6 +5,7 @@
 //! and replayed against recorded snapshots.
 
 mod memory;
+pub mod orphans;
 mod reason;
 pub mod scaling;
 
@@ -103,6 +104,8 @@ pub enum Action {
     Freeze { worker: WorkerRef },
     /// Bring a parked worker back.
     Thaw { worker: WorkerRef },
+    /// SIGKILL a scope whose worker outlived its master (see [`orphans`]).
+    Reap { worker: WorkerRef },
 }
 
 impl Action {
@@ -111,7 +114,8 @@ impl Action {
             Action::Recycle { worker }
             | Action::Kill { worker }
             | Action::Freeze { worker }
-            | Action::Thaw { worker } => &worker.app,
+            | Action::Thaw { worker }
+            | Action::Reap { worker } => &worker.app,
             Action::Grow { app, .. } | Action::Shrink { app, .. } => app,
         }
     }
@@ -121,7 +125,8 @@ impl Action {
             Action::Recycle { worker }
             | Action::Kill { worker }
             | Action::Freeze { worker }
-            | Action::Thaw { worker } => Some(worker),
+            | Action::Thaw { worker }
+            | Action::Reap { worker } => Some(worker),
             Action::Grow { .. } | Action::Shrink { .. } => None,
         }
     }
@@ -135,6 +140,7 @@ impl Action {
             Action::Shrink { .. } => "shrink",
             Action::Freeze { .. } => "freeze",
             Action::Thaw { .. } => "thaw",
+            Action::Reap { .. } => "reap",
         }
     }
 }

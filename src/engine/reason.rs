@@ -39,6 +39,8 @@ pub enum Reason {
     /// A frozen worker was found busy (it took a connection while being
     /// parked): it is thawed at once.
     BusyWhileFrozen,
+    /// The worker outlived its master: its parent is now this process.
+    Orphaned { ppid: u32 },
 }
 
 impl Reason {
@@ -54,6 +56,7 @@ impl Reason {
             Reason::IdleSurplus { .. } => "idle-surplus",
             Reason::BusyWhileFrozen => "busy-while-frozen",
             Reason::Operator => "operator",
+            Reason::Orphaned { .. } => "orphaned",
         }
     }
 }
@@ -120,6 +123,9 @@ impl fmt::Display for Reason {
             ),
             Reason::BusyWhileFrozen => write!(f, "the worker was busy when frozen"),
             Reason::Operator => write!(f, "asked for by an operator"),
+            Reason::Orphaned { ppid } => {
+                write!(f, "outlived its master (its parent is now PID {ppid})")
+            }
         }
     }
 }

@@ -21,7 +21,7 @@ use super::{KillWhom, ScopeSpec, ServiceInfo, Systemd, SystemdError};
 )]
 trait Manager {
     fn subscribe(&self) -> zbus::Result<()>;
-    fn get_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     fn start_transient_unit(
         &self,
         name: &str,
@@ -67,6 +67,8 @@ trait Service {
 trait Unit {
     #[zbus(property)]
     fn active_state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn load_state(&self) -> zbus::Result<String>;
 }
 
 /// How long to wait for any answer from systemd. It answers in
@@ -205,14 +207,11 @@ impl Systemd for DbusSystemd {
             .cloned();
         let path = match known {
             Some(p) => p,
-            None => match self.manager.get_unit(unit).await {
-                Ok(p) => {
-                    self.paths
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(unit.to_owned(), p.clone());
-                    p
-                }
+            // LoadUnit, not GetUnit: a stopped unit that systemd has
+            // unloaded is still a unit (GetUnit says NoSuchUnit for it),
+            // and only LoadState tells it from a name with no unit file.
+            None => match self.manager.load_unit(unit).await {
+                Ok(p) => p,
                 Err(e) if is_no_such_unit(&e) => return Ok(None),
                 Err(e) => return Err(call("look up", unit)(e)),
             },
@@ -224,24 +223,34 @@ impl Systemd for DbusSystemd {
             .await
             .map_err(call("look up", unit))?;
         let u = UnitProxy::builder(&self.conn)
-            .path(path)
+            .path(path.clone())
             .cache_properties(zbus::proxy::CacheProperties::No)
             .build()
             .await
             .map_err(call("look up", unit))?;
         // Asked together: a busy PID 1 (creating 1,000 scopes) takes
         // seconds to answer each, and the loop waits for all of them.
-        let (main_pid, control_group, active_state) = tokio::join!(
+        let (main_pid, control_group, active_state, load_state) = tokio::join!(
             service.main_pid(),
             service.control_group(),
-            u.active_state()
+            u.active_state(),
+            u.load_state()
         );
-        if main_pid.is_err() || control_group.is_err() || active_state.is_err() {
-            // Looked up again next time, in case the path was the trouble.
-            self.paths
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(unit);
+        let load_state = load_state.map_err(call("read LoadState of", unit))?;
+        // Looked up again next time, in case the path was the trouble, or
+        // a unit file appears for a name that had none.
+        let remember = load_state == "loaded"
+            && main_pid.is_ok()
+            && control_group.is_ok()
+            && active_state.is_ok();
+        let mut paths = self.paths.lock().unwrap_or_else(|e| e.into_inner());
+        match remember {
+            true => paths.insert(unit.to_owned(), path),
+            false => paths.remove(unit),
+        };
+        drop(paths);
+        if load_state == "not-found" {
+            return Ok(None);
         }
         Ok(Some(ServiceInfo {
             main_pid: main_pid.map_err(call("read MainPID of", unit))?,

@@ -4,7 +4,7 @@
 //! killed) and records every call. Never used outside tests; never what a
 //! feature is proven on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -23,6 +23,24 @@ pub struct FakeState {
     /// `start_scope` calls under way now, and the most at once.
     pub in_flight: usize,
     pub max_in_flight: usize,
+    /// What goes wrong, by method ("service", "start", "limits", "kill",
+    /// "freeze", "thaw"): a real PID 1 fails, times out and hangs, and a
+    /// daemon tested only against one that never does is tested only on
+    /// its happy path.
+    pub faults: Faults,
+}
+
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Every call of these methods fails with this message.
+    pub fail: BTreeMap<&'static str, String>,
+    /// Every call of these methods fails as a timed-out call does.
+    pub time_out: BTreeSet<&'static str>,
+    /// Calls of these methods never answer (a PID 1 that is stuck); the
+    /// caller's own deadline is all that ends them.
+    pub hang: BTreeSet<&'static str>,
+    /// systemd's job signals ended: no scope start ever learns its result.
+    pub jobs_ended: bool,
 }
 
 pub struct FakeSystemd {
@@ -80,6 +98,35 @@ impl FakeSystemd {
         Ok(cgroup)
     }
 
+    /// Sets the ActiveState systemd reports for a service.
+    pub fn set_state(&self, unit: &str, state: &str) {
+        if let Some(s) = self.lock().services.get_mut(unit) {
+            s.active_state = state.to_owned();
+        }
+    }
+
+    /// Applies the faults set for `method`, after recording the call.
+    async fn fault(&self, method: &'static str, unit: &str) -> Result<(), SystemdError> {
+        let (hang, fail, time_out) = {
+            let st = self.lock();
+            (
+                st.faults.hang.contains(method),
+                st.faults.fail.get(method).cloned(),
+                st.faults.time_out.contains(method),
+            )
+        };
+        if hang {
+            std::future::pending::<()>().await;
+        }
+        if time_out {
+            return Err(fake_err(method, unit, "Timeout was reached"));
+        }
+        match fail {
+            Some(message) => Err(fake_err(method, unit, message)),
+            None => Ok(()),
+        }
+    }
+
     pub fn calls(&self) -> Vec<String> {
         self.lock().calls.clone()
     }
@@ -118,9 +165,9 @@ fn limit_text(v: Option<u64>) -> String {
 
 impl Systemd for FakeSystemd {
     async fn service(&self, unit: &str) -> Result<Option<ServiceInfo>, SystemdError> {
-        let mut st = self.lock();
-        st.calls.push(format!("service {unit}"));
-        Ok(st.services.get(unit).cloned())
+        self.lock().calls.push(format!("service {unit}"));
+        self.fault("service", unit).await?;
+        Ok(self.lock().services.get(unit).cloned())
     }
 
     async fn start_scope(&self, spec: &ScopeSpec) -> Result<(), SystemdError> {
@@ -132,6 +179,17 @@ impl Systemd for FakeSystemd {
         // A real call waits for systemd: let other calls start meanwhile.
         tokio::task::yield_now().await;
         self.lock().in_flight -= 1;
+        if let Err(e) = self.fault("start", &spec.name).await {
+            self.lock().calls.push(format!("start {}", spec.name));
+            return Err(e);
+        }
+        if self.lock().faults.jobs_ended {
+            self.lock().calls.push(format!("start {}", spec.name));
+            return Err(SystemdError::JobTimeout {
+                unit: spec.name.clone(),
+                waited: std::time::Duration::ZERO,
+            });
+        }
         {
             let mut st = self.lock();
             st.calls.push(format!("start {}", spec.name));
@@ -174,6 +232,7 @@ impl Systemd for FakeSystemd {
             limit_text(high),
             limit_text(max)
         ));
+        self.fault("limits", unit).await?;
         let dir = self
             .scope_dir(unit)
             .ok_or_else(|| SystemdError::NoSuchUnit { unit: unit.into() })?;
@@ -186,6 +245,7 @@ impl Systemd for FakeSystemd {
         self.lock()
             .calls
             .push(format!("kill {unit} {} {signal}", whom.as_str()));
+        self.fault("kill", unit).await?;
         let Some(dir) = self.scope_dir(unit) else {
             // Signals to services are recorded only.
             return match self.lock().services.contains_key(unit) {
@@ -203,6 +263,7 @@ impl Systemd for FakeSystemd {
 
     async fn freeze(&self, unit: &str) -> Result<(), SystemdError> {
         self.lock().calls.push(format!("freeze {unit}"));
+        self.fault("freeze", unit).await?;
         let dir = self
             .scope_dir(unit)
             .ok_or_else(|| SystemdError::NoSuchUnit { unit: unit.into() })?;
@@ -212,6 +273,7 @@ impl Systemd for FakeSystemd {
 
     async fn thaw(&self, unit: &str) -> Result<(), SystemdError> {
         self.lock().calls.push(format!("thaw {unit}"));
+        self.fault("thaw", unit).await?;
         let dir = self
             .scope_dir(unit)
             .ok_or_else(|| SystemdError::NoSuchUnit { unit: unit.into() })?;

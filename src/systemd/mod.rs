@@ -26,7 +26,8 @@ pub struct ScopeSpec {
     pub memory_max: Option<u64>,
 }
 
-/// What the daemon needs to know about an app's service.
+/// What the daemon needs to know about an app's service: a unit systemd
+/// knows (loaded, or loadable from a unit file), running or not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceInfo {
     /// 0 when the service has no main process.
@@ -97,7 +98,8 @@ impl SystemdError {
 /// The calls the daemon makes to systemd.
 #[allow(async_fn_in_trait)]
 pub trait Systemd: 'static {
-    /// The service's main PID and cgroup; `None` when it is not loaded.
+    /// The service's main PID, cgroup and state; `None` when systemd has
+    /// no such unit (LoadState "not-found": a typo, or no unit file).
     async fn service(&self, unit: &str) -> Result<Option<ServiceInfo>, SystemdError>;
     /// Creates the scope and waits for systemd's job to finish.
     async fn start_scope(&self, spec: &ScopeSpec) -> Result<(), SystemdError>;

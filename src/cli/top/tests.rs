@@ -43,6 +43,7 @@ fn view() -> StatusView {
                 server: "uwsgi".into(),
                 mode: Some(Mode::Enforce),
                 master_pid: Some(1200),
+                unit_state: Some("active".into()),
                 soft_limit: Some(200 * MIB),
                 hard_limit: Some(300 * MIB),
                 backlog: Some(3),
