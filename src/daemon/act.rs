@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Daemon;
+use super::kill::{ACT_DEADLINE, bounded};
 use super::report;
 use super::signal::{SignalError, Signaller};
 use crate::adapter::{ScaleMechanism, uwsgi};
@@ -20,6 +21,9 @@ use crate::systemd::{KillWhom, Systemd};
 /// Signals to the same master are spaced so the kernel does not merge two
 /// pending ones into one.
 const SIGNAL_SPACING: Duration = Duration::from_millis(20);
+
+/// How long lifting MemoryHigh before a recycle may take.
+const LIFT_DEADLINE: Duration = Duration::from_millis(200);
 
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
     pub(super) async fn decide_and_act(&mut self) {
@@ -211,23 +215,30 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             Action::Recycle { worker } => {
                 let app = &self.apps[&worker.app];
                 let (signal, (high, max)) = (app.adapter.recycle_signal(), app.limits());
-                let cgroup = self.known(worker)?.cgroup.clone();
+                let known = self.known(worker)?;
+                let (cgroup, starttime) = (known.cgroup.clone(), known.starttime);
                 // MemoryHigh is a brake that slows a growing worker until it
                 // is recycled; once it is, the brake would only slow its
                 // exit (an interpreter shutting down allocates, and above
                 // memory.high every allocation is throttled). MemoryMax stays.
+                // Never held up for long by PID 1: the recycle matters more.
                 if high.is_some()
-                    && let Err(e) = self
-                        .systemd
-                        .set_memory_limits(&worker.scope, None, max)
-                        .await
+                    && let Err(e) = bounded(
+                        LIFT_DEADLINE,
+                        "lift MemoryHigh",
+                        self.systemd.set_memory_limits(&worker.scope, None, max),
+                    )
+                    .await
                 {
                     tracing::warn!(
                         scope = worker.scope.as_str(),
                         "failed to lift MemoryHigh before the recycle: {e}"
                     );
                 }
-                match self.signaller.signal_in_cgroup(worker.pid, &cgroup, signal) {
+                match self
+                    .signaller
+                    .signal_in_cgroup(worker.pid, starttime, &cgroup, signal)
+                {
                     Ok(()) => {
                         self.known(worker)?.leaving = Some("recycling");
                         Ok(())
@@ -237,29 +248,22 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 }
             }
             Action::Kill { worker } => {
-                self.known(worker)?;
-                self.systemd
-                    .kill(&worker.scope, KillWhom::All, libc::SIGKILL)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let cgroup = self.known(worker)?.cgroup.clone();
+                if !self.kill_scope(&worker.scope, &cgroup).await? {
+                    return Err(format!("{} is gone already", worker.scope));
+                }
                 self.known(worker)?.leaving = Some("killed");
                 Ok(())
             }
             Action::Freeze { worker } => {
                 self.known(worker)?;
-                self.systemd
-                    .freeze(&worker.scope)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                bounded(ACT_DEADLINE, "freeze", self.systemd.freeze(&worker.scope)).await?;
                 self.known(worker)?.frozen = true;
                 Ok(())
             }
             Action::Thaw { worker } => {
                 self.known(worker)?;
-                self.systemd
-                    .thaw(&worker.scope)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                bounded(ACT_DEADLINE, "thaw", self.systemd.thaw(&worker.scope)).await?;
                 self.known(worker)?.frozen = false;
                 Ok(())
             }
@@ -270,14 +274,13 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 if let Some(app) = self.apps.get_mut(&worker.app) {
                     app.workers.remove(&worker.pid);
                 }
-                match self
-                    .systemd
-                    .kill(&worker.scope, KillWhom::All, libc::SIGKILL)
-                    .await
-                {
-                    Err(e) if !e.is_gone() => Err(e.to_string()),
-                    _ => Ok(()),
-                }
+                let cgroup = format!(
+                    "{}/{}",
+                    crate::systemd::slice_cgroup(&worker.app),
+                    worker.scope
+                );
+                // Gone already: what was asked for is done.
+                self.kill_scope(&worker.scope, &cgroup).await.map(|_| ())
             }
             Action::Grow { app, count } => self.scale(app, *count, true).await,
             Action::Shrink { app, count } => self.scale(app, *count, false).await,
@@ -301,10 +304,12 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     if i > 0 {
                         tokio::time::sleep(SIGNAL_SPACING).await;
                     }
-                    self.systemd
-                        .kill(&unit, KillWhom::Main, signal)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    bounded(
+                        ACT_DEADLINE,
+                        "signal the master",
+                        self.systemd.kill(&unit, KillWhom::Main, signal),
+                    )
+                    .await?;
                 }
                 Ok(())
             }

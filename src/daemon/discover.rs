@@ -54,23 +54,6 @@ const ROSTER_RETRY: Duration = Duration::from_secs(2);
 pub(super) const WARN_EVERY: Duration = Duration::from_secs(60);
 
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
-    /// Reads each app's MainPID, cgroup and state from systemd.
-    pub(super) async fn refresh_services(&mut self) {
-        for app in self.apps.values_mut() {
-            let unit = app.policy.unit.clone();
-            match self.systemd.service(&unit).await {
-                Ok(info) => take_service(app, info),
-                Err(e) => {
-                    app.service_fresh = false;
-                    tracing::warn!(
-                        app = app.policy.name.as_str(),
-                        "failed to read {unit} from systemd: {e}"
-                    );
-                }
-            }
-        }
-    }
-
     /// Children of the master still in the service cgroup, not yet placed:
     /// the first `limit` of them. Each costs a read of /proc/PID/stat, and
     /// a master that forked 1,000 workers leaves them all in the service
@@ -197,7 +180,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
 
     /// Takes systemd's answer for one scope: the worker is managed from
     /// now on, or its placement is tried again later.
-    fn placed(&mut self, p: Placement) {
+    pub(super) fn placed(&mut self, p: Placement) {
         let Placement {
             app: name,
             stat,
@@ -322,7 +305,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
 
     /// Takes over workers already in scopes of the app's slice (after a
     /// daemon restart), and brings their limits in line with the policy.
-    pub(super) async fn adopt(&mut self, name: &str) {
+    pub(super) fn adopt(&mut self, name: &str) {
         let Some(app) = self.apps.get(name) else {
             return;
         };
@@ -363,21 +346,19 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 self.cgroups.memory_max(&w.cgroup).ok().flatten(),
             );
             if current != limits
-                && let Err(e) = self
-                    .systemd
-                    .set_memory_limits(&w.scope, limits.0, limits.1)
-                    .await
+                && let Some(app) = self.apps.get_mut(name)
             {
-                tracing::error!(app = name, scope = w.scope.as_str(), "{e}");
+                app.limits_todo.insert(w.scope.clone());
             }
             self.take_worker(name, w);
         }
+        self.pump_limits();
     }
 
     /// After a reload changed an app's limits (or its mode), brings every
-    /// worker scope in line.
-    pub(super) async fn sync_limits(&mut self, name: &str) {
-        let Some(app) = self.apps.get(name) else {
+    /// worker scope in line, beside the loop ([`Daemon::pump_limits`]).
+    pub(super) fn sync_limits(&mut self, name: &str) {
+        let Some(app) = self.apps.get_mut(name) else {
             return;
         };
         let limits = app.limits();
@@ -385,27 +366,13 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             return;
         }
         let scopes: Vec<String> = app.workers.values().map(|w| w.scope.clone()).collect();
-        let mut ok = true;
-        for scope in scopes {
-            if let Err(e) = self
-                .systemd
-                .set_memory_limits(&scope, limits.0, limits.1)
-                .await
-            {
-                ok &= e.is_gone();
-                tracing::error!(app = name, scope = scope.as_str(), "{e}");
-            }
-        }
-        if ok {
-            tracing::info!(
-                app = name,
-                "memory limits of {name}'s worker scopes updated"
-            );
-            self.apps
-                .get_mut(name)
-                .expect("checked above")
-                .limits_applied = limits;
-        }
+        app.limits_todo.extend(scopes);
+        app.limits_applied = limits;
+        tracing::info!(
+            app = name,
+            "updating the memory limits of {name}'s worker scopes"
+        );
+        self.pump_limits();
     }
 
     /// Reads the app server's own view of its workers (idle or busy).
@@ -477,7 +444,7 @@ fn service_seen(app: &super::model::AppRuntime) -> orphans::ServiceSeen {
 }
 
 /// Takes what systemd said of an app's service, read just now.
-fn take_service(app: &mut super::model::AppRuntime, info: Option<crate::systemd::ServiceInfo>) {
+pub(super) fn take_service(app: &mut super::model::AppRuntime, info: Option<crate::systemd::ServiceInfo>) {
     let name = app.policy.name.clone();
     let unit = app.policy.unit.clone();
     app.service_fresh = true;

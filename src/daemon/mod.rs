@@ -10,8 +10,10 @@ mod act;
 pub mod backlog;
 mod backoff;
 pub mod bus;
+mod calls;
 mod discover;
 pub mod host;
+mod kill;
 pub mod metrics;
 pub mod model;
 pub mod report;
@@ -78,6 +80,8 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     /// scope a second under load) holds up neither the host tick, which
     /// protects the host, nor the watchdog.
     placing: FuturesUnordered<Placing>,
+    /// Other systemd calls under way (see [`calls`]).
+    calls: FuturesUnordered<calls::Call>,
     /// Full steps so far (see `sense::DETAIL_EVERY`).
     worker_ticks: u64,
     /// A worker came or went since the status view was last published:
@@ -115,6 +119,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             backlog_warned: None,
             paused: Default::default(),
             placing: FuturesUnordered::new(),
+            calls: FuturesUnordered::new(),
             worker_ticks: 0,
             unpublished: false,
         };
@@ -185,8 +190,8 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
         for name in &names {
             self.reap_orphans(name).await;
-            self.adopt(name).await;
-            self.sync_limits(name).await;
+            self.adopt(name);
+            self.sync_limits(name);
             self.discover(name).await;
             self.refresh_roster(name).await;
         }
@@ -268,7 +273,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     /// them one at a time as they come).
     #[cfg(test)]
     pub async fn settle(&mut self) {
-        while self.next_placement().await {}
+        while self.next_placement().await || self.next_call().await {}
     }
 
     /// Number of workers under management.

@@ -58,6 +58,10 @@ pub struct AppRuntime {
     pub service_fresh: bool,
     /// A missing unit was logged since the policy was (re)loaded.
     pub missing_logged: bool,
+    /// A read of the service is under way (see daemon::calls).
+    pub reading_service: bool,
+    /// Worker scopes whose memory limits are to be set to the policy's.
+    pub limits_todo: BTreeSet<String>,
 }
 
 /// Counts since the daemon started, by what happened.
@@ -129,6 +133,8 @@ impl AppRuntime {
             unit_main_pid: 0,
             service_fresh: false,
             missing_logged: false,
+            reading_service: false,
+            limits_todo: BTreeSet::new(),
         };
         app.limits_applied = app.limits();
         app

@@ -231,7 +231,7 @@ pub async fn run() -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = host_iv.tick() => d.host_tick().await,
-            _ = d.next_placement(), if d.placing() => {}
+            _ = d.next_answer(), if d.placing() || d.calling() => {}
             _ = worker_iv.tick() => {
                 d.worker_tick().await;
                 notify(&[NotifyState::Status(&d.status_line())]);

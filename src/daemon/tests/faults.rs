@@ -306,3 +306,90 @@ fn nothing_is_acted_on_in_observe_mode_even_for_real_orphans() {
         );
     });
 }
+
+/// Runs `step` with a bound far above anything the daemon should take:
+/// without its own deadlines it would wait for a hung systemd forever.
+async fn within_bound<F: std::future::Future>(what: &str, step: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(20), step)
+        .await
+        .unwrap_or_else(|_| panic!("{what} waited for a hung systemd"))
+}
+
+#[tokio::test]
+async fn above_the_upper_bound_a_kill_does_not_wait_for_a_hung_pid_1() {
+    for fault in ["hang", "fail"] {
+        let h = Host::new(0.3);
+        let mut d = h.daemon(h.policy("shop", SHOP));
+        let workers = shop(&h, &d, 3);
+        full_tick(&mut d).await;
+        // As the kernel shows them once in their scopes.
+        for w in &workers {
+            h.process(*w, MASTER, &scope_cgroup(*w));
+        }
+        h.scope_memory(&scope_cgroup(workers[0]), 10 * MB);
+        h.scope_memory(&scope_cgroup(workers[1]), 290 * MB);
+        h.scope_memory(&scope_cgroup(workers[2]), 200 * MB);
+        full_tick(&mut d).await;
+        {
+            let mut st = d.systemd.state.lock().unwrap();
+            for m in ["service", "kill", "limits", "freeze", "thaw", "start"] {
+                match fault {
+                    "hang" => st.faults.hang.insert(m),
+                    _ => st
+                        .faults
+                        .fail
+                        .insert(m, "Connection reset".into())
+                        .is_none(),
+                };
+            }
+        }
+        // The full step goes on without systemd's answers...
+        within_bound("the full step", d.worker_tick()).await;
+        // ...and the host step kills the biggest workers without it: at
+        // 95.4% of 8 GB, 434M to free, which the two biggest free.
+        h.set_memory(0.954);
+        within_bound("the host step", d.host_tick()).await;
+        let sent = d.signaller.sent.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            vec![
+                (workers[1], scope_cgroup(workers[1]), libc::SIGKILL),
+                (workers[2], scope_cgroup(workers[2]), libc::SIGKILL)
+            ],
+            "{fault}"
+        );
+        let events = d.shared.lock().unwrap().events.recent(5);
+        let kills: Vec<_> = events.iter().filter(|e| e.action == "kill").collect();
+        assert_eq!(kills.len(), 2, "{fault}: {events:?}");
+        assert!(
+            kills.iter().all(|e| e.outcome == "done"),
+            "{fault}: {events:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_process_that_is_not_the_worker_any_more_is_not_killed_directly() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 2);
+    full_tick(&mut d).await;
+    for w in &workers {
+        h.process(*w, MASTER, &scope_cgroup(*w));
+    }
+    h.scope_memory(&scope_cgroup(workers[0]), 290 * MB);
+    h.scope_memory(&scope_cgroup(workers[1]), 290 * MB);
+    full_tick(&mut d).await;
+    d.systemd.state.lock().unwrap().faults.hang.insert("kill");
+    // The worker exited; its PID now names a process elsewhere, which the
+    // scope's stale list still shows.
+    h.process(workers[0], 1, "/user.slice/other.scope");
+    h.set_memory(0.96);
+    within_bound("the host step", d.host_tick()).await;
+    let sent = d.signaller.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        vec![(workers[1], scope_cgroup(workers[1]), libc::SIGKILL)],
+        "only the worker still in its scope"
+    );
+}
