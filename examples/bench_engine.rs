@@ -55,6 +55,7 @@ fn snapshot(now: Duration) -> Snapshot {
             workers: (0..PER_APP)
                 .map(|w| WorkerSample {
                     pid: (a * PER_APP + w + 100) as u32,
+                    starttime: 1,
                     scope: format!("aw-app{a}-{}.scope", a * PER_APP + w + 100),
                     private_bytes: (50 << 20) + next() % (380 << 20),
                     age: Duration::from_secs(60 + next() % 3600),

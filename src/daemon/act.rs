@@ -46,14 +46,19 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
 
     /// An operator's request to recycle one worker (D-Bus, root only).
     pub async fn recycle_worker(&mut self, pid: u32) -> Result<String, String> {
-        let (name, scope) = self
+        let (name, scope, starttime) = self
             .apps
             .iter()
-            .find_map(|(n, a)| a.workers.get(&pid).map(|w| (n.clone(), w.scope.clone())))
+            .find_map(|(n, a)| {
+                a.workers
+                    .get(&pid)
+                    .map(|w| (n.clone(), w.scope.clone(), w.starttime))
+            })
             .ok_or_else(|| format!("process {pid} is not a managed worker"))?;
         let worker = WorkerRef {
             app: name.clone(),
             pid,
+            starttime,
             scope,
         };
         if self.engine.is_busy(&worker) {
@@ -206,7 +211,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         self.apps
             .get_mut(&w.app)
             .and_then(|a| a.workers.get_mut(&w.pid))
-            .filter(|known| known.scope == w.scope)
+            .filter(|known| known.scope == w.scope && known.starttime == w.starttime)
             .ok_or_else(|| format!("worker {} is no longer managed", w.pid))
     }
 

@@ -40,6 +40,8 @@ pub(super) enum CallDone {
     Limits {
         app: String,
         scope: String,
+        /// Lifted (no limits), not set to the policy's.
+        lift: bool,
         result: Result<(), SystemdError>,
     },
 }
@@ -80,11 +82,15 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     /// many as there is room for; the rest go at the next step.
     pub(super) fn pump_limits(&mut self) {
         for (name, app) in self.apps.iter_mut() {
-            let limits = app.limits();
             while self.calls.len() < CALLS_AT_ONCE {
-                let Some(scope) = app.limits_todo.pop_first() else {
-                    break;
+                let (scope, lift) = match app.limits_lift.pop_first() {
+                    Some(scope) => (scope, true),
+                    None => match app.limits_todo.pop_first() {
+                        Some(scope) => (scope, false),
+                        None => break,
+                    },
                 };
+                let limits = if lift { (None, None) } else { app.limits() };
                 let systemd = Rc::clone(&self.systemd);
                 let name = name.clone();
                 self.calls.push(Box::pin(async move {
@@ -92,6 +98,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     CallDone::Limits {
                         app: name,
                         scope,
+                        lift,
                         result,
                     }
                 }));
@@ -155,7 +162,12 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     ),
                 }
             }
-            CallDone::Limits { app, scope, result } => match result {
+            CallDone::Limits {
+                app,
+                scope,
+                lift,
+                result,
+            } => match result {
                 Ok(()) => {}
                 Err(e) if e.is_gone() => {}
                 Err(e) => {
@@ -165,7 +177,10 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                         "{e}; trying again"
                     );
                     if let Some(a) = self.apps.get_mut(&app) {
-                        a.limits_todo.insert(scope);
+                        match lift {
+                            true => a.limits_lift.insert(scope),
+                            false => a.limits_todo.insert(scope),
+                        };
                     }
                 }
             },

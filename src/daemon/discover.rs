@@ -197,8 +197,22 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         match result {
             Ok(()) => {
                 let cgroup = app.scope_cgroup(&spec.name);
-                let w = new_worker(&stat, spec.name, cgroup, false);
-                self.take_worker(&name, w);
+                let master = app.master();
+                // systemd was given a PID, up to seconds after it was
+                // read: the scope must hold that very process.
+                match self.procfs.pid_stat(stat.pid) {
+                    Ok(now) if now.starttime == stat.starttime => {
+                        let w = new_worker(&stat, spec.name, cgroup, false);
+                        self.take_worker(&name, w);
+                    }
+                    Ok(now) if Some(now.ppid) == master => {
+                        // The worker died and the master forked another
+                        // that got its PID: a worker all the same.
+                        let w = new_worker(&now, spec.name, cgroup, false);
+                        self.take_worker(&name, w);
+                    }
+                    other => self.placed_wrong_process(&name, &spec, other.is_ok()),
+                }
             }
             Err(e) => {
                 let gone = self
@@ -227,6 +241,32 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 );
             }
         }
+    }
+
+    /// The scope made for a worker holds another process, one that got
+    /// the worker's PID after it died (or none). It is not the daemon's to
+    /// signal: its limits are lifted, it is left alone, and it is said.
+    fn placed_wrong_process(&mut self, name: &str, spec: &crate::systemd::ScopeSpec, alive: bool) {
+        if let Some(app) = self.apps.get_mut(name) {
+            app.counters.placement_failures += 1;
+        }
+        let pid = spec.pid;
+        if alive && (spec.memory_high.is_some() || spec.memory_max.is_some()) {
+            if let Some(app) = self.apps.get_mut(name) {
+                app.limits_lift.insert(spec.name.clone());
+            }
+            self.pump_limits();
+        }
+        tracing::error!(
+            app = name,
+            worker_pid = pid,
+            scope = spec.name.as_str(),
+            action = "place",
+            outcome = "another process",
+            "placed PID {pid} in {}, but it no longer names the worker of {name} that was found (it died, and its PID was reused): not managing {}, its memory limits lifted",
+            spec.name,
+            spec.name
+        );
     }
 
     /// Kills the scopes of workers whose master died, as the engine
@@ -293,6 +333,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     worker: crate::engine::WorkerRef {
                         app: name.to_owned(),
                         pid,
+                        starttime: stat.starttime,
                         scope: scope.clone(),
                     },
                     ppid: stat.ppid,
@@ -444,7 +485,10 @@ fn service_seen(app: &super::model::AppRuntime) -> orphans::ServiceSeen {
 }
 
 /// Takes what systemd said of an app's service, read just now.
-pub(super) fn take_service(app: &mut super::model::AppRuntime, info: Option<crate::systemd::ServiceInfo>) {
+pub(super) fn take_service(
+    app: &mut super::model::AppRuntime,
+    info: Option<crate::systemd::ServiceInfo>,
+) {
     let name = app.policy.name.clone();
     let unit = app.policy.unit.clone();
     app.service_fresh = true;

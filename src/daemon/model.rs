@@ -62,6 +62,9 @@ pub struct AppRuntime {
     pub reading_service: bool,
     /// Worker scopes whose memory limits are to be set to the policy's.
     pub limits_todo: BTreeSet<String>,
+    /// Scopes that ended up holding a process that is no worker: their
+    /// limits are to be lifted.
+    pub limits_lift: BTreeSet<String>,
 }
 
 /// Counts since the daemon started, by what happened.
@@ -135,6 +138,7 @@ impl AppRuntime {
             missing_logged: false,
             reading_service: false,
             limits_todo: BTreeSet::new(),
+            limits_lift: BTreeSet::new(),
         };
         app.limits_applied = app.limits();
         app

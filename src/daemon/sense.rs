@@ -193,6 +193,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     .filter_map(|w| {
                         Some(WorkerSample {
                             pid: w.pid,
+                            starttime: w.starttime,
                             scope: w.scope.clone(),
                             private_bytes: w.memory.as_ref()?.current,
                             age: age_at(w.starttime, boot),

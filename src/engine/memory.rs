@@ -29,6 +29,7 @@ impl Candidate<'_> {
         WorkerRef {
             app: self.app.to_owned(),
             pid: self.worker.pid,
+            starttime: self.worker.starttime,
             scope: self.worker.scope.clone(),
         }
     }
@@ -290,6 +291,7 @@ pub(super) fn soft_limits(
             let key = WorkerRef {
                 app: app.name.clone(),
                 pid: w.pid,
+                starttime: w.starttime,
                 scope: w.scope.clone(),
             };
             if state.is_busy(&key) {

@@ -71,6 +71,9 @@ pub struct Backlog {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkerSample {
     pub pid: u32,
+    /// With the PID, names this process for good (/proc/PID/stat).
+    #[serde(default)]
+    pub starttime: u64,
     pub scope: String,
     /// The scope's memory.current: what the worker dirtied itself.
     pub private_bytes: u64,
@@ -86,6 +89,10 @@ pub struct WorkerSample {
 pub struct WorkerRef {
     pub app: String,
     pub pid: u32,
+    /// A worker is (PID, start time): state never carries over to a
+    /// process that got the PID of one that died.
+    #[serde(default)]
+    pub starttime: u64,
     pub scope: String,
 }
 
@@ -195,7 +202,7 @@ impl EngineState {
                 a.name == w.app
                     && a.workers
                         .iter()
-                        .any(|s| s.pid == w.pid && s.scope == w.scope)
+                        .any(|s| s.pid == w.pid && s.scope == w.scope && s.starttime == w.starttime)
             })
         };
         self.pending.retain(|w, _| alive(w));

@@ -113,6 +113,7 @@ mod tests {
             worker: WorkerRef {
                 app: "shop".into(),
                 pid,
+                starttime: 1,
                 scope: format!("aw-shop-{pid}.scope"),
             },
             ppid,

@@ -60,11 +60,12 @@ fn since(now: Duration, t: Option<Duration>) -> Duration {
     t.map_or(Duration::MAX, |t| now.saturating_sub(t))
 }
 
-fn worker_ref(app: &AppSample, pid: u32, scope: &str) -> WorkerRef {
+fn worker_ref(app: &AppSample, w: &super::WorkerSample) -> WorkerRef {
     WorkerRef {
         app: app.name.clone(),
-        pid,
-        scope: scope.to_owned(),
+        pid: w.pid,
+        starttime: w.starttime,
+        scope: w.scope.clone(),
     }
 }
 
@@ -111,7 +112,7 @@ fn thaw_busy_frozen(ap: &AppPolicy, app: &AppSample) -> Option<Decision> {
         mode: ap.mode,
         reason: Reason::BusyWhileFrozen,
         action: Action::Thaw {
-            worker: worker_ref(app, w.pid, &w.scope),
+            worker: worker_ref(app, w),
         },
     })
 }
@@ -177,7 +178,7 @@ fn grow(
             mode: ap.mode,
             reason,
             action: Action::Thaw {
-                worker: worker_ref(app, frozen.pid, &frozen.scope),
+                worker: worker_ref(app, frozen),
             },
         });
     }
@@ -255,7 +256,7 @@ fn shrink(
                     mode: ap.mode,
                     reason: reason.clone(),
                     action: Action::Freeze {
-                        worker: worker_ref(app, w.pid, &w.scope),
+                        worker: worker_ref(app, w),
                     },
                 })
                 .collect()

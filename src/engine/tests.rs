@@ -43,6 +43,7 @@ fn policy(apps: Vec<AppPolicy>) -> Policy {
 fn worker(pid: u32, private_mb: u64) -> WorkerSample {
     WorkerSample {
         pid,
+        starttime: 100,
         scope: format!("aw-w{pid}.scope"),
         private_bytes: private_mb * MB,
         age: Duration::from_secs(3600),
@@ -560,6 +561,7 @@ fn managed(snap: &Snapshot) -> BTreeSet<WorkerRef> {
             a.workers.iter().map(|w| WorkerRef {
                 app: a.name.clone(),
                 pid: w.pid,
+                starttime: w.starttime,
                 scope: w.scope.clone(),
             })
         })
@@ -652,4 +654,27 @@ proptest! {
         directions.dedup();
         prop_assert!(directions.len() <= 1, "{directions:?}");
     }
+}
+
+#[test]
+fn state_does_not_carry_over_to_a_process_that_got_a_dead_workers_pid() {
+    let p = policy(vec![app_policy("shop", Some(300 * MB))]);
+    let mut st = EngineState::default();
+    let snap = snapshot(0, 0.3, vec![("shop", vec![worker(7, 400)])]);
+    let first = decide(&p, &snap, &mut st);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(
+        !decide(&p, &snap, &mut st)
+            .iter()
+            .any(|d| d.action.name() == "recycle")
+    );
+    // The worker died; a new process got PID 7 (and the same scope name).
+    let mut reborn = worker(7, 400);
+    reborn.starttime = 200;
+    let snap = snapshot(1, 0.3, vec![("shop", vec![reborn])]);
+    let again = decide(&p, &snap, &mut st);
+    assert!(
+        again.iter().any(|d| d.action.name() == "recycle"),
+        "the new process is a worker of its own: {again:?}"
+    );
 }

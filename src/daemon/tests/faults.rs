@@ -393,3 +393,24 @@ async fn a_process_that_is_not_the_worker_any_more_is_not_killed_directly() {
         "only the worker still in its scope"
     );
 }
+
+#[tokio::test]
+async fn a_scope_that_got_another_process_is_not_managed_and_its_limits_go() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    let workers = shop(&h, &d, 1);
+    d.worker_tick().await;
+    assert_eq!(d.apps["shop"].placing.len(), 1);
+    // Before systemd acts on the PID, the worker dies and an unrelated
+    // process (started later, not the master's child) gets its PID.
+    h.process_started(workers[0], 1, "/system.slice/shop.service", 999);
+    d.settle().await;
+    assert!(d.apps["shop"].workers.is_empty());
+    assert_eq!(d.apps["shop"].counters.placement_failures, 1);
+    assert_eq!(
+        calls_of(&d, "limits"),
+        vec![format!("limits aw-shop-{}.scope max max", workers[0])]
+    );
+    assert!(d.signaller.sent.lock().unwrap().is_empty());
+    assert!(calls_of(&d, "kill").is_empty());
+}
