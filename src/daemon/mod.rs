@@ -304,7 +304,8 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     pub async fn shutdown(&mut self) {
         for app in self.apps.values_mut() {
             for w in app.workers.values_mut().filter(|w| w.frozen) {
-                match self.systemd.thaw(&w.scope).await {
+                let thaw = self.systemd.thaw(&w.scope);
+                match kill::bounded(kill::ACT_DEADLINE, "thaw", thaw).await {
                     Ok(()) => w.frozen = false,
                     Err(e) => {
                         tracing::error!(scope = w.scope.as_str(), "failed to thaw on exit: {e}")

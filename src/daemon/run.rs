@@ -18,6 +18,7 @@ use crate::paths::HostPaths;
 use crate::policy::{self, GlobalPolicy, Policy};
 use crate::proc_events::{Drain, ProcConnector, ProcEvent};
 use crate::procfs::{ProcFs, PsiTrigger};
+use crate::systemd::Systemd;
 use crate::systemd::dbus::DbusSystemd;
 
 type RealDaemon = Daemon<DbusSystemd, PidfdSignaller>;
@@ -31,21 +32,36 @@ fn notify(states: &[NotifyState]) {
     let _ = sd_notify::notify(states);
 }
 
-/// Connects to the system bus, retrying while it starts up.
+/// How long one attempt to connect may take: a bus daemon that is stuck
+/// (stopped, or swapping) accepts the socket and never answers.
+const CONNECT_ATTEMPT: Duration = Duration::from_secs(5);
+
+/// How long the daemon tries to reach systemd at start before it gives
+/// up (and systemd restarts it).
+const CONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// Connects to the system bus, retrying while it starts up or is stuck.
 async fn connect() -> anyhow::Result<DbusSystemd> {
+    let started = std::time::Instant::now();
     let mut delay = Duration::from_millis(250);
-    for attempt in 1.. {
-        match DbusSystemd::connect().await {
-            Ok(s) => return Ok(s),
-            Err(e) if attempt < 8 => {
-                tracing::warn!("{e}; retrying in {delay:?}");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e).context("systemd is not reachable on the system bus"),
+    loop {
+        let why = match tokio::time::timeout(CONNECT_ATTEMPT, DbusSystemd::connect()).await {
+            Ok(Ok(s)) => return Ok(s),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("the system bus did not answer within {CONNECT_ATTEMPT:?}"),
+        };
+        if started.elapsed() >= CONNECT_FOR {
+            return Err(anyhow::anyhow!(why)).context(format!(
+                "systemd is not reachable on the system bus after {CONNECT_FOR:?}"
+            ));
         }
+        tracing::warn!("{why}; retrying in {delay:?}");
+        // Not READY yet, but a watchdog pet costs nothing and keeps a
+        // slow start from looking like a hang.
+        notify(&[NotifyState::Watchdog]);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
-    unreachable!()
 }
 
 /// The policy at start: a broken one is reported, and the daemon runs
@@ -201,6 +217,7 @@ pub async fn run() -> anyhow::Result<()> {
     let mut psi = arm_psi(&d);
     let mut forks = subscribe_forks();
     let mut events = Vec::new();
+    let mut lost = None;
 
     d.worker_tick().await;
     // The first placements, so that READY and the first status line count
@@ -233,6 +250,10 @@ pub async fn run() -> anyhow::Result<()> {
             _ = host_iv.tick() => d.host_tick().await,
             _ = d.next_answer(), if d.placing() || d.calling() => {}
             _ = worker_iv.tick() => {
+                if let Some(why) = d.systemd.lost() {
+                    lost = Some(why);
+                    break;
+                }
                 d.worker_tick().await;
                 notify(&[NotifyState::Status(&d.status_line())]);
             }
@@ -290,7 +311,9 @@ pub async fn run() -> anyhow::Result<()> {
                     let _ = reply.send(d.pause(&app, pause));
                 }
             },
-            _ = watchdog.tick() => notify(&[NotifyState::Watchdog]),
+            // Petted only while systemd can be reached: a daemon that has
+            // lost it protects nothing, and is better restarted.
+            _ = watchdog.tick(), if d.systemd.lost().is_none() => notify(&[NotifyState::Watchdog]),
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -301,5 +324,10 @@ pub async fn run() -> anyhow::Result<()> {
         "stopping; {} workers stay in their scopes",
         d.worker_count()
     );
-    Ok(())
+    match lost {
+        // Non-zero: systemd restarts the daemon, which connects anew and
+        // adopts the scopes.
+        Some(why) => Err(anyhow::anyhow!("lost systemd: {why}")),
+        None => Ok(()),
+    }
 }

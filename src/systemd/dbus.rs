@@ -85,8 +85,16 @@ const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 /// each the `JobRemoved` signals of its unit (job and result).
 type JobWaiters = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<(OwnedObjectPath, String)>>>>;
 
+/// Why the connection to systemd is lost for good, once it is.
+type Lost = Arc<Mutex<Option<String>>>;
+
+/// How long the job signals may stay lost before the daemon gives up
+/// (exits non-zero, and systemd restarts it).
+const RESUBSCRIBE_FOR: Duration = Duration::from_secs(30);
+
 pub struct DbusSystemd {
     conn: Connection,
+    lost: Lost,
     manager: ManagerProxy<'static>,
     waiters: JobWaiters,
     /// Object paths of the services looked up so far. A unit's path
@@ -117,8 +125,15 @@ impl DbusSystemd {
             .await
             .map_err(SystemdError::Connect)?;
         let waiters = JobWaiters::default();
-        tokio::spawn(dispatch_job_results(removed, waiters.clone()));
+        let lost = Lost::default();
+        tokio::spawn(dispatch_job_results(
+            manager.clone(),
+            removed,
+            waiters.clone(),
+            lost.clone(),
+        ));
         Ok(Self {
+            lost,
             conn,
             manager,
             waiters,
@@ -138,15 +153,65 @@ impl DbusSystemd {
 /// only after systemd answered `StartTransientUnit`, filled up while 32
 /// scopes were under way (systemd sends every job's `JobRemoved` to every
 /// subscriber), and calls waited for their timeout.
-async fn dispatch_job_results(mut removed: JobRemovedStream, waiters: JobWaiters) {
-    while let Some(signal) = removed.next().await {
-        let Ok(args) = signal.args() else { continue };
-        let waiters = waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = waiters.get(args.unit.as_str()) {
-            let _ = tx.send((args.job.clone(), args.result.clone()));
+///
+/// When the stream ends on a live connection, the daemon subscribes
+/// again, with backoff; when the connection itself closed, or
+/// subscribing fails for [`RESUBSCRIBE_FOR`], the loss is final.
+async fn dispatch_job_results(
+    manager: ManagerProxy<'static>,
+    mut removed: JobRemovedStream,
+    waiters: JobWaiters,
+    lost: Lost,
+) {
+    loop {
+        while let Some(signal) = removed.next().await {
+            let Ok(args) = signal.args() else { continue };
+            let waiters = waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = waiters.get(args.unit.as_str()) {
+                let _ = tx.send((args.job.clone(), args.result.clone()));
+            }
+        }
+        tracing::error!("systemd's job signals ended: subscribing again");
+        match resubscribe(&manager).await {
+            Ok(stream) => {
+                tracing::info!("subscribed to systemd's job signals again");
+                removed = stream;
+            }
+            Err(why) => {
+                tracing::error!("{why}");
+                *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                return;
+            }
         }
     }
-    tracing::error!("systemd's job signals ended: scopes can no longer be placed");
+}
+
+/// A new stream of job signals, tried with backoff for RESUBSCRIBE_FOR.
+async fn resubscribe(manager: &ManagerProxy<'static>) -> Result<JobRemovedStream, String> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        if manager.inner().connection().is_closed() {
+            return Err("the connection to the system bus closed".into());
+        }
+        let tried = async {
+            manager.subscribe().await?;
+            manager.receive_job_removed().await
+        };
+        match tried.await {
+            Ok(stream) => return Ok(stream),
+            Err(e) if started.elapsed() >= RESUBSCRIBE_FOR => {
+                return Err(format!(
+                    "no job signals from systemd for {RESUBSCRIBE_FOR:?}: {e}"
+                ));
+            }
+            Err(e) => {
+                tracing::warn!("subscribing to systemd's job signals: {e}; retrying in {delay:?}")
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(4));
+    }
 }
 
 /// Takes a unit's entry out of the job waiters however its start ends.
@@ -327,6 +392,13 @@ impl Systemd for DbusSystemd {
             .freeze_unit(unit)
             .await
             .map_err(call("freeze", unit))
+    }
+
+    fn lost(&self) -> Option<String> {
+        if self.conn.is_closed() {
+            return Some("the connection to the system bus closed".into());
+        }
+        self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     async fn thaw(&self, unit: &str) -> Result<(), SystemdError> {

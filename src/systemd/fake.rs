@@ -41,6 +41,8 @@ pub struct Faults {
     pub hang: BTreeSet<&'static str>,
     /// systemd's job signals ended: no scope start ever learns its result.
     pub jobs_ended: bool,
+    /// The connection is lost for good (see [`Systemd::lost`]).
+    pub lost: Option<String>,
 }
 
 pub struct FakeSystemd {
@@ -269,6 +271,10 @@ impl Systemd for FakeSystemd {
             .ok_or_else(|| SystemdError::NoSuchUnit { unit: unit.into() })?;
         fs::write(dir.join("cgroup.events"), "populated 1\nfrozen 1\n")
             .map_err(|e| fake_err("freeze", unit, e))
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.lock().faults.lost.clone()
     }
 
     async fn thaw(&self, unit: &str) -> Result<(), SystemdError> {

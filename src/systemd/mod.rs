@@ -112,4 +112,8 @@ pub trait Systemd: 'static {
     async fn kill(&self, unit: &str, whom: KillWhom, signal: i32) -> Result<(), SystemdError>;
     async fn freeze(&self, unit: &str) -> Result<(), SystemdError>;
     async fn thaw(&self, unit: &str) -> Result<(), SystemdError>;
+    /// Why the daemon can no longer talk to systemd, once reconnecting
+    /// has failed for longer than it may (the daemon then exits, and
+    /// systemd restarts it); `None` while all is well.
+    fn lost(&self) -> Option<String>;
 }
