@@ -1,7 +1,8 @@
-//! `top --once` and `inspect APP` against a stand-in daemon on a private
-//! bus: a dbus-daemon of our own, whose address the commands get as
-//! DBUS_SYSTEM_BUS_ADDRESS, and an object serving Status and Events with
-//! fixture JSON. Skipped where dbus-daemon is not installed.
+//! `top --once`, `inspect APP`, `status` and the actions against a
+//! stand-in daemon on a private bus: a dbus-daemon of our own, whose
+//! address the commands get as DBUS_SYSTEM_BUS_ADDRESS, and an object
+//! serving Status and Events with fixture JSON and answering the actions
+//! as the daemon does. Skipped where dbus-daemon is not installed.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -11,12 +12,55 @@ use tempfile::TempDir;
 
 struct Fake {
     status: String,
+    /// Refuse every action as the daemon refuses a caller who is not root.
+    deny: bool,
+}
+
+impl Fake {
+    fn new(status: String) -> Self {
+        Self {
+            status,
+            deny: false,
+        }
+    }
+
+    /// The daemon's own check (daemon/bus.rs), or what it answers.
+    fn act(&self, done: String) -> zbus::fdo::Result<String> {
+        if self.deny {
+            return Err(zbus::fdo::Error::AccessDenied(
+                "only root may change adaptive-workers".into(),
+            ));
+        }
+        Ok(done)
+    }
 }
 
 #[zbus::interface(name = "org.adaptiveworkers.Daemon1")]
 impl Fake {
     async fn status(&self) -> String {
         self.status.clone()
+    }
+
+    async fn reload(&self) -> zbus::fdo::Result<String> {
+        self.act("reloaded policy: 1 apps".into())
+    }
+
+    async fn recycle_worker(&self, pid: u32) -> zbus::fdo::Result<String> {
+        let done = self.act(format!("recycling worker {pid} of shop"))?;
+        match pid {
+            1 => Err(zbus::fdo::Error::Failed(
+                "no managed worker has PID 1".into(),
+            )),
+            _ => Ok(done),
+        }
+    }
+
+    async fn pause_app(&self, app: &str) -> zbus::fdo::Result<String> {
+        self.act(format!("paused {app}"))
+    }
+
+    async fn resume_app(&self, app: &str) -> zbus::fdo::Result<String> {
+        self.act(format!("resumed {app}"))
     }
 
     async fn events(&self, max: u32) -> String {
@@ -45,16 +89,53 @@ impl Drop for Bus {
 }
 
 fn start_bus() -> Option<Bus> {
+    start_bus_denying(&[])
+}
+
+/// A private bus whose policy refuses these members of the daemon's
+/// interface to everyone, as the installed system bus policy refuses them
+/// to every user but root (packaging/dbus/): a configuration of our own,
+/// the session bus's with `<deny>` rules after its `<allow>`s.
+fn start_bus_denying(members: &[&str]) -> Option<Bus> {
     let dir = TempDir::new().unwrap();
-    let address = format!("unix:path={}", dir.path().join("bus").display());
+    let socket = dir.path().join("bus");
+    let address = format!("unix:path={}", socket.display());
+    let denies: String = members
+        .iter()
+        .map(|m| {
+            format!(
+                "    <deny send_interface=\"org.adaptiveworkers.Daemon1\" send_member=\"{m}\"/>\n"
+            )
+        })
+        .collect();
+    let config = dir.path().join("bus.conf");
+    std::fs::write(
+        &config,
+        format!(
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>{address}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+{denies}  </policy>
+</busconfig>
+"#
+        ),
+    )
+    .unwrap();
     let child = Command::new("dbus-daemon")
-        .args(["--session", "--nofork", &format!("--address={address}")])
+        .args(["--nofork", &format!("--config-file={}", config.display())])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .ok()?;
     for _ in 0..100 {
-        if dir.path().join("bus").exists() {
+        if socket.exists() {
             return Some(Bus(child, address, dir));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -103,12 +184,7 @@ async fn top_once_and_inspect_app_through_the_bus() {
     let me = std::process::id();
     let _conn = zbus::connection::Builder::address(address.as_str())
         .name("org.adaptiveworkers.Daemon")
-        .serve_at(
-            "/org/adaptiveworkers/Daemon",
-            Fake {
-                status: status_json(me),
-            },
-        )
+        .serve_at("/org/adaptiveworkers/Daemon", Fake::new(status_json(me)))
         .build()
         .await
         .expect("serves on the private bus");
@@ -180,12 +256,7 @@ async fn live_top_quits_on_q_and_restores_the_terminal() {
     let address = bus.1.clone();
     let _conn = zbus::connection::Builder::address(address.as_str())
         .name("org.adaptiveworkers.Daemon")
-        .serve_at(
-            "/org/adaptiveworkers/Daemon",
-            Fake {
-                status: status_json(1),
-            },
-        )
+        .serve_at("/org/adaptiveworkers/Daemon", Fake::new(status_json(1)))
         .build()
         .await
         .unwrap();
@@ -250,4 +321,151 @@ async fn nobody_owning_the_name_is_the_daemon_not_running() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("the daemon is not running"), "{err}");
+}
+
+/// The stand-in daemon on the bus at `address`, until the connection drops.
+async fn serve(address: &str, fake: Fake) -> zbus::Connection {
+    zbus::connection::Builder::address(address)
+        .name("org.adaptiveworkers.Daemon")
+        .serve_at("/org/adaptiveworkers/Daemon", fake)
+        .build()
+        .await
+        .expect("serves on the private bus")
+}
+
+/// Runs the CLI off the async runtime (the stand-in answers on it).
+async fn aw_async(bus: &str, args: &[&str]) -> Output {
+    let bus = bus.to_owned();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        aw(&bus, &args)
+    })
+    .await
+    .unwrap()
+}
+
+/// Every root-only action, and how a refusal names it.
+const ACTIONS: [(&[&str], &str); 4] = [
+    (&["reload"], "reload the daemon's policy"),
+    (&["recycle", "4242"], "recycle workers"),
+    (&["pause", "shop"], "pause apps"),
+    (&["resume", "shop"], "resume apps"),
+];
+
+#[tokio::test]
+async fn an_action_the_daemon_refuses_to_a_non_root_caller_is_permission_denied_exit_4() {
+    let Some(bus) = start_bus() else {
+        return;
+    };
+    let mut fake = Fake::new(status_json(1));
+    fake.deny = true;
+    let _conn = serve(&bus.1, fake).await;
+    for (args, verb) in ACTIONS {
+        let out = aw_async(&bus.1, args).await;
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+        assert_eq!(
+            err,
+            format!(
+                "adaptive-workers: permission denied: only root may {verb} (the daemon refused: only root may change adaptive-workers)\n"
+            ),
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn an_action_the_bus_policy_rejects_is_permission_denied_exit_4() {
+    let Some(bus) = start_bus_denying(&["Reload", "RecycleWorker", "PauseApp", "ResumeApp"]) else {
+        return;
+    };
+    let _conn = serve(&bus.1, Fake::new(status_json(1))).await;
+    for (args, verb) in ACTIONS {
+        let out = aw_async(&bus.1, args).await;
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+        // dbus-daemon's own text goes on with the rules it matched and
+        // every field of the call: only its first clause is shown.
+        assert_eq!(
+            err,
+            format!(
+                "adaptive-workers: permission denied: only root may {verb} (the system bus refused the call: Rejected send message)\n"
+            ),
+            "{args:?}"
+        );
+    }
+    // Reading is not refused.
+    let out = aw_async(&bus.1, &["status"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn an_action_done_exits_0_and_one_refused_for_another_reason_exits_1() {
+    let Some(bus) = start_bus() else {
+        return;
+    };
+    let _conn = serve(&bus.1, Fake::new(status_json(1))).await;
+    let out = aw_async(&bus.1, &["pause", "shop"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "paused shop\n");
+    let out = aw_async(&bus.1, &["recycle", "1"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "adaptive-workers: no managed worker has PID 1\n"
+    );
+}
+
+#[tokio::test]
+async fn an_action_with_no_daemon_exits_1_saying_it_is_not_running() {
+    let Some(bus) = start_bus() else {
+        return;
+    };
+    let out = aw_async(&bus.1, &["recycle", "4242"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("the daemon is not running"), "{err}");
+}
+
+#[tokio::test]
+async fn status_tells_a_unit_systemd_does_not_know_from_one_not_running() {
+    let Some(bus) = start_bus() else {
+        return;
+    };
+    let mut view: serde_json::Value = serde_json::from_str(&status_json(1)).unwrap();
+    let mut ghost = view["apps"][0].clone();
+    view["apps"][0]["unit_state"] = "inactive".into();
+    ghost["name"] = "ghost".into();
+    ghost["unit"] = "acc-ghost.service".into();
+    ghost["unit_state"] = "not-found".into();
+    ghost["workers"] = serde_json::json!([]);
+    view["apps"].as_array_mut().unwrap().push(ghost);
+    let _conn = serve(&bus.1, Fake::new(view.to_string())).await;
+
+    let out = aw_async(&bus.1, &["status"]).await;
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(
+        text.contains("shop (uwsgi-shop.service, uwsgi, enforce): not running, soft limit"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ghost (acc-ghost.service, uwsgi, enforce): unit not found, soft limit"),
+        "{text}"
+    );
+    assert!(
+        text.contains("systemd knows no unit acc-ghost.service (LoadState=not-found)"),
+        "{text}"
+    );
+
+    let out = aw_async(&bus.1, &["status", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["apps"][0]["unit_state"], "inactive");
+    assert_eq!(json["apps"][1]["unit_state"], "not-found");
 }

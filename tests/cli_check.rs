@@ -113,3 +113,19 @@ fn uwsgi_scaling_without_cheaper_manual_or_with_thunder_lock_is_warned_about() {
     assert_eq!(code, 0);
     assert!(!err.contains("shop.toml"), "{err}");
 }
+
+#[test]
+fn under_a_root_systemd_is_not_asked_about_units() {
+    // The tree is another host's: this host's systemd does not know its
+    // units, and saying so would be noise.
+    let dir = TempDir::new().unwrap();
+    write(
+        dir.path(),
+        "/etc/adaptive-workers/policies.d/ghost.toml",
+        "unit = \"acc-ghost.service\"\nserver = \"uwsgi\"\n",
+    );
+    let (code, _, err) = check(dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("acc-ghost.service"), "{err}");
+    assert!(!err.contains("systemd"), "{err}");
+}

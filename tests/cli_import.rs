@@ -123,3 +123,58 @@ fn help_has_an_example() {
         "{text}"
     );
 }
+
+#[test]
+fn prints_the_example_unit_for_the_example_ini() {
+    let root = tempfile::TempDir::new().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/examples");
+    std::fs::create_dir_all(root.path().join("etc/uwsgi")).unwrap();
+    std::fs::copy(
+        examples.join("uwsgi-shop.ini"),
+        root.path().join("etc/uwsgi/shop.ini"),
+    )
+    .unwrap();
+    let out = aw()
+        .args([
+            "import-uwsgi",
+            "/etc/uwsgi/shop.ini",
+            "--unit",
+            "shop-api.service",
+            "--root",
+        ])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    // The note, then the unit indented by two spaces, as the VM scenario
+    // 86-operator takes it out and compares it with the installed example.
+    let mut unit = String::new();
+    let mut on = false;
+    for line in stderr.lines() {
+        if line.starts_with("note: ") {
+            on = line.starts_with("note: a unit that runs this ini");
+            continue;
+        }
+        if on {
+            unit += line.strip_prefix("  ").unwrap_or(line);
+            unit += "\n";
+        }
+    }
+    let example = std::fs::read_to_string(examples.join("shop-api.service")).unwrap();
+    assert_eq!(unit, example);
+    let policy = String::from_utf8(out.stdout).unwrap();
+    assert!(policy.contains("unit = \"shop-api.service\""), "{policy}");
+    assert!(
+        policy.contains("stats = \"/run/shop/stats.sock\""),
+        "{policy}"
+    );
+    assert!(
+        policy.contains("master_fifo = \"/run/shop/master.fifo\""),
+        "{policy}"
+    );
+}

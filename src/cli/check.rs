@@ -1,21 +1,41 @@
 //! `adaptive-workers check`: validate the policy, print the effective one.
 
+use std::fs;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::cgroup::CgroupFs;
 use crate::paths::HostPaths;
 use crate::policy::uwsgi_ini::{UwsgiIni, cheaper_manual_problem, freeze_is_unsafe};
 use crate::policy::{self, AppPolicy, ScaleDown, ServerKind};
+use crate::systemd::Systemd;
+use crate::systemd::dbus::DbusSystemd;
+
+/// How long `check` waits for the system bus and for each answer of
+/// systemd's: it is a quick look, never a reason to hang or fail.
+const SYSTEMD_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn run(root: &Path) -> ExitCode {
     let paths = HostPaths::new(root);
     match policy::load(&paths) {
         Ok(p) => {
             print!("{}", p.to_toml());
-            let app_warnings = p.apps.iter().flat_map(|a| scaling_warnings(&paths, a));
-            for w in environment_warnings(&paths).into_iter().chain(app_warnings) {
+            let mut warnings = environment_warnings(&paths);
+            warnings.extend(p.apps.iter().flat_map(|a| scaling_warnings(&paths, a)));
+            // Under --root the policies are for another host, whose units
+            // this host's systemd does not know.
+            let mut note = None;
+            if paths.is_system() && !p.apps.is_empty() {
+                let (w, n) = ask_systemd(&p.apps);
+                warnings.extend(w);
+                note = n;
+            }
+            for w in warnings {
                 eprintln!("warning: {w}");
+            }
+            if let Some(n) = note {
+                eprintln!("note: {n}");
             }
             ExitCode::SUCCESS
         }
@@ -83,4 +103,185 @@ fn environment_warnings(paths: &HostPaths) -> Vec<String> {
         ));
     }
     w
+}
+
+/// Asks this host's systemd about the apps' units: warnings for units it
+/// does not know, and a note when it could not be asked.
+fn ask_systemd(apps: &[AppPolicy]) -> (Vec<String>, Option<String>) {
+    let not_asked = |why: String| Some(not_checked(&why));
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return (Vec::new(), not_asked(e.to_string())),
+    };
+    rt.block_on(async {
+        match connect_systemd().await {
+            Ok(sd) => unit_warnings(&sd, apps).await,
+            Err(why) => (Vec::new(), not_asked(why)),
+        }
+    })
+}
+
+async fn connect_systemd() -> Result<DbusSystemd, String> {
+    let connect = async {
+        let conn = zbus::connection::Builder::system()
+            .method_timeout(SYSTEMD_TIMEOUT)
+            .build()
+            .await
+            .map_err(|e| format!("no system bus: {e}"))?;
+        DbusSystemd::with_connection(conn)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    tokio::time::timeout(SYSTEMD_TIMEOUT, connect)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {SYSTEMD_TIMEOUT:?}")))
+}
+
+/// One warning per app whose unit systemd has no trace of (LoadState
+/// not-found: a typo, or a unit file not installed yet); the daemon would
+/// only report it "not found" and manage nothing. The second value is a
+/// note when systemd stopped answering: the units not asked about are not
+/// warned about.
+pub(crate) async fn unit_warnings<S: Systemd>(
+    sd: &S,
+    apps: &[AppPolicy],
+) -> (Vec<String>, Option<String>) {
+    let mut w = Vec::new();
+    for app in apps {
+        let why = match tokio::time::timeout(SYSTEMD_TIMEOUT, sd.service(&app.unit)).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => {
+                w.push(unit_warning(app));
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {SYSTEMD_TIMEOUT:?}"),
+        };
+        return (w, Some(not_checked(&why)));
+    }
+    (w, None)
+}
+
+/// The one note said when systemd could not be asked.
+fn not_checked(why: &str) -> String {
+    format!("systemd could not be asked whether the policies' units exist ({why}): not checked")
+}
+
+fn unit_warning(app: &AppPolicy) -> String {
+    let at = match unit_line(&app.file) {
+        Some(line) => format!("{}:{line}", app.file.display()),
+        None => app.file.display().to_string(),
+    };
+    format!(
+        "{at}: unit \"{}\" is not known to systemd (LoadState=not-found): check the name",
+        app.unit
+    )
+}
+
+/// The line of the `unit` key in a policy file, read from the file (the
+/// loaded policy keeps no positions).
+fn unit_line(file: &Path) -> Option<usize> {
+    #[derive(serde::Deserialize)]
+    struct UnitKey {
+        unit: toml::Spanned<String>,
+    }
+    let text = fs::read_to_string(file).ok()?;
+    let key: UnitKey = toml::from_str(&text).ok()?;
+    let start = key.unit.span().start;
+    Some(text.get(..start)?.matches('\n').count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::systemd::fake::FakeSystemd;
+
+    fn policy_tree(files: &[(&str, &str)]) -> (TempDir, Vec<AppPolicy>) {
+        let root = TempDir::new().unwrap();
+        let dir = root.path().join("etc/adaptive-workers/policies.d");
+        fs::create_dir_all(&dir).unwrap();
+        for (name, text) in files {
+            let f = dir.join(name);
+            fs::write(&f, text).unwrap();
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let p = policy::load(&HostPaths::new(root.path())).expect("valid");
+        (root, p.apps)
+    }
+
+    #[tokio::test]
+    async fn a_unit_systemd_does_not_know_is_warned_about_with_file_and_line() {
+        let (root, apps) = policy_tree(&[
+            (
+                "ghost.toml",
+                "# a typo in the unit's name\nserver = \"uwsgi\"\n\n  unit   =  \"acc-ghost.service\"\n",
+            ),
+            ("shop.toml", "unit = \"shop.service\"\nserver = \"uwsgi\"\n"),
+        ]);
+        let sd = FakeSystemd::new(root.path().join("cgroup"));
+        sd.add_service("shop.service", 10, &[10]).unwrap();
+        // A unit that exists but is stopped is no typo.
+        sd.set_state("shop.service", "inactive");
+        let (w, note) = unit_warnings(&sd, &apps).await;
+        let file = root
+            .path()
+            .join("etc/adaptive-workers/policies.d/ghost.toml");
+        assert_eq!(
+            w,
+            [format!(
+                "{}:4: unit \"acc-ghost.service\" is not known to systemd (LoadState=not-found): check the name",
+                file.display()
+            )]
+        );
+        assert_eq!(note, None);
+        assert_eq!(
+            sd.calls(),
+            ["service acc-ghost.service", "service shop.service"]
+        );
+    }
+
+    #[tokio::test]
+    async fn systemd_that_cannot_be_asked_gives_one_note_and_no_warning() {
+        let (root, apps) = policy_tree(&[
+            ("a.toml", "unit = \"a.service\"\nserver = \"uwsgi\"\n"),
+            ("b.toml", "unit = \"b.service\"\nserver = \"uwsgi\"\n"),
+        ]);
+        let sd = FakeSystemd::new(root.path().join("cgroup"));
+        sd.state
+            .lock()
+            .unwrap()
+            .faults
+            .fail
+            .insert("service", "Access denied".into());
+        let (w, note) = unit_warnings(&sd, &apps).await;
+        assert!(w.is_empty(), "{w:?}");
+        let note = note.expect("a note");
+        assert!(
+            note.starts_with("systemd could not be asked whether the policies' units exist (")
+                && note.contains("Access denied"),
+            "{note}"
+        );
+        assert_eq!(sd.calls(), ["service a.service"], "asked once, not per app");
+    }
+
+    #[test]
+    fn the_unit_line_is_read_from_the_file() {
+        let dir = TempDir::new().unwrap();
+        let f = dir.path().join("p.toml");
+        fs::write(
+            &f,
+            "# unit = \"commented.service\"\n\n[memory]\nsoft_limit = \"1G\"\n",
+        )
+        .unwrap();
+        assert_eq!(unit_line(&f), None, "no top-level unit key");
+        fs::write(&f, "# unit = \"commented.service\"\nunit = \"x.service\"\n").unwrap();
+        assert_eq!(unit_line(&f), Some(2));
+    }
 }

@@ -8,6 +8,7 @@
 mod debian;
 #[cfg(test)]
 mod tests;
+mod unit;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -112,6 +113,9 @@ pub struct Imported {
     pub policy: String,
     /// Everything the operator should know, one line (or block) each.
     pub notes: Vec<String>,
+    /// The unit that runs the app as the daemon expects it (shown in the
+    /// notes), unless the policy names a template's instance.
+    pub unit_file: Option<String>,
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -200,12 +204,42 @@ pub fn import(paths: &HostPaths, args: &Args) -> anyhow::Result<Imported> {
     policy += &uwsgi_table(&ini, &runs_from, &section, &mut notes);
     policy += &scaling(&ini, &mut notes);
     general_notes(&ini, &mut notes);
+    let unit_file = (!unit.contains('@')).then(|| {
+        match &layout {
+            Some(l) => l.unit_spec(&ini, &unit),
+            None => unit::UnitSpec::from_ini(&name, &unit, &ini, vec![runs_from.clone()]),
+        }
+        .render()
+    });
+    // Debian's layout without --unit: the notes above show it already.
+    if let Some(text) = &unit_file
+        && (layout.is_none() || args.unit.is_some())
+    {
+        notes.push(format!(
+            "a unit that runs this ini as adaptive-workers expects (compare it with yours, or create /etc/systemd/system/{unit}):\n{}",
+            indent(text).trim_end()
+        ));
+    }
     Ok(Imported {
         name,
         unit,
         policy,
         notes,
+        unit_file,
     })
+}
+
+/// Text shown inside a note: two spaces before every line but empty ones.
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("  {l}\n")
+            }
+        })
+        .collect()
 }
 
 /// The ini's path on the host: made absolute from the current directory

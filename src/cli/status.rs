@@ -3,7 +3,9 @@
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
-use super::client::{connect, events_of, events_text, status_of, status_text, unreachable_daemon};
+use super::client::{
+    Refusal, classify, connect, events_of, events_text, status_of, status_text, unreachable_daemon,
+};
 use crate::daemon::report::{AppView, Event, StatusView, WorkerView};
 use crate::policy::Mode;
 use crate::policy::values::human_size;
@@ -35,11 +37,46 @@ pub async fn events(max: u32, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The changing requests; root only (the bus refuses everyone else).
+/// The changing requests; root only (the bus refuses everyone else, and
+/// the daemon checks again).
 pub enum Act {
     Reload,
     Recycle(u32),
     Pause(String, bool),
+}
+
+impl Act {
+    /// What only root may do, as the refusal says it.
+    fn verb(&self) -> &'static str {
+        match self {
+            Act::Reload => "reload the daemon's policy",
+            Act::Recycle(_) => "recycle workers",
+            Act::Pause(_, true) => "pause apps",
+            Act::Pause(_, false) => "resume apps",
+        }
+    }
+}
+
+/// Exit status of an action refused for want of privilege (LSB's init
+/// script status for "user had insufficient privilege").
+pub const EXIT_DENIED: u8 = 4;
+
+/// The one line said for a denied action.
+pub fn denied_message(what: &Act, by_bus: bool, detail: &str) -> String {
+    let who = if by_bus {
+        "the system bus refused the call"
+    } else {
+        "the daemon refused"
+    };
+    let why = if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    };
+    format!(
+        "adaptive-workers: permission denied: only root may {} ({who}{why})",
+        what.verb()
+    )
 }
 
 pub async fn act(what: Act) -> anyhow::Result<ExitCode> {
@@ -50,23 +87,23 @@ pub async fn act(what: Act) -> anyhow::Result<ExitCode> {
         Act::Pause(app, true) => p.pause_app(app).await,
         Act::Pause(app, false) => p.resume_app(app).await,
     };
-    match answer {
+    let e = match answer {
         Ok(msg) => {
             println!("{msg}");
-            Ok(ExitCode::SUCCESS)
+            return Ok(ExitCode::SUCCESS);
         }
-        Err(zbus::Error::MethodError(name, msg, _)) if name.as_str().ends_with("AccessDenied") => {
-            eprintln!(
-                "adaptive-workers: permission denied: only root may change the daemon ({})",
-                msg.unwrap_or_default()
-            );
-            Ok(ExitCode::from(4))
+        Err(e) => e,
+    };
+    match classify(&e) {
+        Refusal::Denied { by_bus, detail } => {
+            eprintln!("{}", denied_message(&what, by_bus, &detail));
+            Ok(ExitCode::from(EXIT_DENIED))
         }
-        Err(zbus::Error::MethodError(_, Some(msg), _)) => {
-            eprintln!("{msg}");
+        Refusal::Refused(msg) => {
+            eprintln!("adaptive-workers: {msg}");
             Ok(ExitCode::FAILURE)
         }
-        Err(e) => Err(unreachable_daemon(e)),
+        Refusal::Unreachable => Err(unreachable_daemon(e)),
     }
 }
 
@@ -126,9 +163,12 @@ pub fn render(v: &StatusView) -> String {
 
 fn render_app(out: &mut String, a: &AppView) {
     let limit = |l: Option<u64>| l.map_or("none".into(), human_size);
-    let master = a
-        .master_pid
-        .map_or("not running".into(), |p| format!("master {p}"));
+    let master = match (a.master_pid, a.unit_state.as_deref()) {
+        (Some(p), _) => format!("master {p}"),
+        (None, Some("not-found")) => "unit not found".into(),
+        (None, Some("failed")) => "not running (failed)".into(),
+        (None, _) => "not running".into(),
+    };
     let _ = writeln!(
         out,
         "\n{} ({}, {}, {}): {master}, soft limit {}, hard limit {}",
@@ -160,6 +200,13 @@ fn render_app(out: &mut String, a: &AppView) {
         );
     }
     let _ = writeln!(out, "{line}");
+    if a.master_pid.is_none() && a.unit_state.as_deref() == Some("not-found") {
+        let _ = writeln!(
+            out,
+            "  systemd knows no unit {} (LoadState=not-found): check the unit name in the app's policy (adaptive-workers check)",
+            a.unit
+        );
+    }
     if a.paused {
         let _ = writeln!(
             out,
@@ -221,4 +268,63 @@ fn render_event(e: &Event) -> String {
         "{h:02}:{m:02}:{s:02} UTC  {:<9} {}{who}{observed}: {} [{}]",
         e.action, e.app, e.reason, e.outcome
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(unit_state: Option<&str>, master_pid: Option<u32>) -> StatusView {
+        StatusView {
+            version: "0.1.0".into(),
+            apps: vec![AppView {
+                name: "ghost".into(),
+                unit: "acc-ghost.service".into(),
+                server: "uwsgi".into(),
+                master_pid,
+                unit_state: unit_state.map(str::to_owned),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_unit_systemd_does_not_know_is_not_found_not_merely_not_running() {
+        let text = render(&app(Some("not-found"), None));
+        assert!(
+            text.contains(
+                "ghost (acc-ghost.service, uwsgi, enforce): unit not found, soft limit none"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  systemd knows no unit acc-ghost.service (LoadState=not-found)"),
+            "{text}"
+        );
+        for state in [Some("inactive"), None] {
+            let text = render(&app(state, None));
+            assert!(text.contains("): not running, soft limit"), "{text}");
+            assert!(!text.contains("not found"), "{text}");
+        }
+        let text = render(&app(Some("failed"), None));
+        assert!(
+            text.contains("): not running (failed), soft limit"),
+            "{text}"
+        );
+        let text = render(&app(Some("active"), Some(42)));
+        assert!(text.contains("): master 42, soft limit"), "{text}");
+    }
+
+    #[test]
+    fn a_denial_names_the_action_and_who_refused() {
+        assert_eq!(
+            denied_message(&Act::Recycle(7), true, "Rejected send message"),
+            "adaptive-workers: permission denied: only root may recycle workers (the system bus refused the call: Rejected send message)"
+        );
+        assert_eq!(
+            denied_message(&Act::Pause("shop".into(), false), false, ""),
+            "adaptive-workers: permission denied: only root may resume apps (the daemon refused)"
+        );
+    }
 }

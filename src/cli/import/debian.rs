@@ -25,6 +25,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::unit::UnitSpec;
 use crate::paths::HostPaths;
 use crate::policy::uwsgi_ini::{ReadOptions, UwsgiIni};
 
@@ -180,7 +181,7 @@ impl Layout {
                 notes.push(format!(
                     "run {name} in a service of its own, which the policy names: create /etc/systemd/system/{unit}:\n{}\
                      then: {}{}",
-                    self.unit_text(ini, &available),
+                    super::indent(&self.unit_spec(ini, &unit).render()),
                     steps.join("; "),
                     if self.enabled {
                         format!(" (the init script would otherwise start {name} a second time)")
@@ -229,22 +230,21 @@ impl Layout {
 
     /// A unit that runs the app as the init script does, in the
     /// foreground (Type=notify: uWSGI tells systemd when it is ready, and
-    /// its master is the main PID).
-    fn unit_text(&self, ini: &UwsgiIni, available: &Path) -> String {
+    /// its master is the main PID): default.ini first, the init script's
+    /// variables, its run directory made for default.ini's uid.
+    pub(super) fn unit_spec(&self, ini: &UwsgiIni, unit: &str) -> UnitSpec {
         let name = &self.confname;
-        let uid = ini.get("uid").unwrap_or("root");
-        let gid = ini.get("gid").unwrap_or("root");
-        let default = self
+        let inis = self
             .default_ini
-            .as_ref()
-            .map_or(String::new(), |d| format!("--ini {} ", d.display()));
-        format!(
-            "  [Unit]\n  Description=uWSGI app {name}\n  After=network.target\n\n  [Service]\n  Type=notify\n  \
-             Environment=UWSGI_DEB_CONFNAMESPACE=app UWSGI_DEB_CONFNAME={name}\n  \
-             ExecStartPre=/usr/bin/install -d -o {uid} -g {gid} -m 755 /run/uwsgi/app/{name}\n  \
-             ExecStart=/usr/bin/uwsgi {default}--ini {}\n  ExecReload=/bin/kill -HUP $MAINPID\n  \
-             KillSignal=SIGQUIT\n  Restart=on-failure\n\n  [Install]\n  WantedBy=multi-user.target\n",
-            available.display()
-        )
+            .iter()
+            .cloned()
+            .chain([self.runs_from()])
+            .collect();
+        let mut spec = UnitSpec::from_ini(name, unit, ini, inis);
+        spec.environment = Some(format!(
+            "UWSGI_DEB_CONFNAMESPACE=app UWSGI_DEB_CONFNAME={name}"
+        ));
+        spec.extra_dirs = vec![PathBuf::from(format!("/run/uwsgi/app/{name}"))];
+        spec
     }
 }

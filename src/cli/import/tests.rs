@@ -311,3 +311,137 @@ fn every_import_checks_itself_through_the_loader() {
     let err = check_loads(&bad).unwrap_err().to_string();
     assert!(err.contains("does not load"), "{err}");
 }
+
+/// What `import-uwsgi /etc/uwsgi/shop.ini --unit shop-api.service` makes of
+/// the package's example ini, on a host tree holding only that file.
+fn import_example() -> Imported {
+    let root = TempDir::new().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/examples");
+    fs::create_dir_all(root.path().join("etc/uwsgi")).unwrap();
+    fs::copy(
+        examples.join("uwsgi-shop.ini"),
+        root.path().join("etc/uwsgi/shop.ini"),
+    )
+    .unwrap();
+    let mut a = args(PathBuf::from("/etc/uwsgi/shop.ini"));
+    a.root = root.path().to_path_buf();
+    a.unit = Some("shop-api.service".into());
+    import(&HostPaths::new(root.path()), &a).expect("imports")
+}
+
+#[test]
+fn the_example_unit_is_what_import_makes_of_the_example_ini() {
+    let i = import_example();
+    let unit = i.unit_file.clone().expect("a unit");
+    if std::env::var_os("AW_WRITE_EXAMPLES").is_some() {
+        fs::write(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/examples/shop-api.service"),
+            &unit,
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        unit,
+        include_str!("../../../policies/examples/shop-api.service"),
+        "policies/examples/shop-api.service differs from what import-uwsgi makes of \
+         policies/examples/uwsgi-shop.ini: regenerate it with AW_WRITE_EXAMPLES=1 cargo test example_unit"
+    );
+    // The unit is in the notes, as import-uwsgi prints it.
+    let note = i
+        .notes
+        .iter()
+        .find(|n| n.starts_with("a unit that runs this ini"))
+        .expect("the unit in the notes");
+    let shown: String = note
+        .lines()
+        .skip(1)
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    assert_eq!(shown, unit);
+    // What the example policy expects of it.
+    let policy = load_back(&i);
+    assert_eq!(
+        policy.uwsgi.stats,
+        Some(PathBuf::from("/run/shop/stats.sock"))
+    );
+    assert_eq!(
+        policy.uwsgi.master_fifo,
+        Some(PathBuf::from("/run/shop/master.fifo"))
+    );
+}
+
+#[test]
+fn the_unit_runs_uwsgi_in_the_foreground_with_the_kill_signal_for_die_on_term() {
+    let i = import_example();
+    let unit = i.unit_file.unwrap();
+    for line in [
+        "Type=notify",
+        "ExecStart=/usr/bin/uwsgi --ini /etc/uwsgi/shop.ini",
+        "KillSignal=SIGTERM",
+        "User=www-data",
+        "RuntimeDirectory=shop",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line} in\n{unit}");
+    }
+    // Without die-on-term, uWSGI stops on SIGQUIT.
+    let dir = TempDir::new().unwrap();
+    let ini = dir.path().join("api.ini");
+    fs::write(
+        &ini,
+        "[uwsgi]\nmaster = true\nuid = api\nstats = /run/api/stats.sock\nsocket = /tmp/api.sock\n",
+    )
+    .unwrap();
+    let unit = import(&HostPaths::system(), &args(ini.clone()))
+        .unwrap()
+        .unit_file
+        .unwrap();
+    assert!(unit.contains("\nKillSignal=SIGQUIT\n"), "{unit}");
+    assert!(
+        unit.starts_with("# api.service: runs the uWSGI app \"api\" ("),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(&format!(
+            "\nExecStart=/usr/bin/uwsgi --ini {}\n",
+            ini.display()
+        )),
+        "{unit}"
+    );
+    // uWSGI drops to the ini's uid itself: its directory is made for it.
+    assert!(
+        unit.contains("\nExecStartPre=/usr/bin/install -d -o api -g api -m 755 /run/api\n"),
+        "{unit}"
+    );
+    assert!(!unit.contains("User="), "{unit}");
+    assert!(
+        unit.contains("Not in a directory of its own under /run: /tmp/api.sock."),
+        "{unit}"
+    );
+    // A template's instance gets none.
+    let mut a = args(ini);
+    a.unit = Some("uwsgi-app@api.service".into());
+    assert_eq!(import(&HostPaths::system(), &a).unwrap().unit_file, None);
+}
+
+#[test]
+fn debian_units_stop_uwsgi_with_sigquit_unless_die_on_term() {
+    let root = fixtures().join("debian");
+    let mut a = args(PathBuf::from("/etc/uwsgi/apps-enabled/shop.ini"));
+    a.root = root.clone();
+    let i = import(&HostPaths::new(&root), &a).expect("imports");
+    let unit = i.unit_file.clone().expect("a unit");
+    assert!(unit.contains("\nKillSignal=SIGQUIT\n"), "{unit}");
+    assert!(
+        unit.contains("\nEnvironment=UWSGI_DEB_CONFNAMESPACE=app UWSGI_DEB_CONFNAME=shop\n"),
+        "{unit}"
+    );
+    assert!(
+        unit.contains(
+            "\nExecStartPre=/usr/bin/install -d -o www-data -g www-data -m 755 /run/uwsgi/app/shop\n"
+        ),
+        "{unit}"
+    );
+    // The notes show it once, indented, as before.
+    assert!(has_note(&i, "  [Unit]\n  Description=uWSGI app shop\n"));
+    assert!(!has_note(&i, "a unit that runs this ini"));
+}
