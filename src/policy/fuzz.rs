@@ -18,6 +18,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use super::load;
+use super::values::{
+    MAX_DURATION, MAX_SIZE, megabytes_to_bytes, parse_duration, parse_fraction, parse_size,
+};
 use crate::paths::HostPaths;
 
 const KEYS: &[&str] = &[
@@ -73,6 +76,15 @@ const VALUES: &[&str] = &[
     "\"0\"",
     "\"-1M\"",
     "\"99999999999999999999T\"",
+    "\"1025T\"",
+    "17592186044416",
+    "\"9223372036854775807s9223372036854775807s\"",
+    "\"8761h\"",
+    "\"systemd-journald.service\"",
+    "\"adaptive-workers.service\"",
+    "\"user@0.service\"",
+    "100000",
+    "65",
     "\"1.5G\"",
     "\"max\"",
     "\"\"",
@@ -267,4 +279,37 @@ fn the_policy_loader_survives_a_fuzzer() {
         "policy fuzz: {cases} inputs in {secs:.1} s ({:.0}/s): {ok} accepted, {wrong} valid TOML refused, {broken} not TOML refused; no panic, every error with file:line:column",
         cases as f64 / secs
     );
+}
+
+/// Duration and size text: terms of many digits (f64 infinity at ~310),
+/// many terms in a row, stray units and dots, and any string at all.
+fn value_text() -> impl Strategy<Value = String> {
+    let term = "([0-9]{0,25}|[0-9]{305,320}|[0-9.]{0,8})(us|ms|s|sec|m|min|h|K|M|G|T|B|iB|e|%| )?";
+    prop_oneof![
+        prop::collection::vec(term, 0..16).prop_map(|t| t.concat()),
+        "[0-9]{1,20}(h|s|T|K)".prop_map(|t| t.repeat(50)),
+        any::<String>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 1000, failure_persistence: None, ..Config::default() })]
+
+    /// No text makes a value parser panic, and what they accept is in bounds.
+    #[test]
+    fn value_parsers_never_panic(text in value_text(), mb in any::<u64>()) {
+        if let Ok(d) = parse_duration(&text) {
+            prop_assert!(d <= MAX_DURATION, "{:?} gave {:?}", text, d);
+        }
+        if let Ok(b) = parse_size(&text) {
+            prop_assert!(b <= MAX_SIZE, "{:?} gave {}", text, b);
+        }
+        if let Ok(f) = parse_fraction(&text) {
+            prop_assert!((0.0..=1.0).contains(&f), "{:?} gave {}", text, f);
+        }
+        match megabytes_to_bytes(mb) {
+            Ok(b) => prop_assert!(b <= MAX_SIZE && b == mb << 20),
+            Err(e) => prop_assert!(e.contains("too large"), "{}", e),
+        }
+    }
 }

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::ops::Range;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -16,11 +15,13 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 
 use super::error::{Source, span};
-use super::fragments::{AppFile, GenericFrag, GlobalFile, MemoryFrag, ScalingFrag, UwsgiFrag};
-use super::values::{ByteSize, Span};
+use super::fragments::{AppFile, GenericFrag, GlobalFile, MemoryFrag, UwsgiFrag};
+use super::scaling::scaling_policy;
+use super::units;
+use super::values::{ByteSize, Megabytes, Span, megabytes_to_bytes};
 use super::{
     AppPolicy, GenericSettings, GlobalPolicy, MemoryPolicy, MetricsPolicy, Policy, PolicyError,
-    PolicyErrors, ScalingPolicy, ServerKind, Signal, SocketSpec, UwsgiSettings,
+    PolicyErrors, ServerKind, Signal, UwsgiSettings,
 };
 use crate::paths::{DROPIN_DIR, GLOBAL_FILE, HostPaths};
 
@@ -147,13 +148,13 @@ fn deserialize<T: DeserializeOwned>(src: &Source) -> Result<T, Vec<PolicyError>>
 }
 
 /// Collects validation errors for one file.
-struct Checker<'a> {
-    src: Source<'a>,
-    errors: Vec<PolicyError>,
+pub(super) struct Checker<'a> {
+    pub src: Source<'a>,
+    pub errors: Vec<PolicyError>,
 }
 
 impl Checker<'_> {
-    fn at<T>(&mut self, v: &Spanned<T>, key: &str, message: String) {
+    pub fn at<T>(&mut self, v: &Spanned<T>, key: &str, message: String) {
         let e = self.src.error_at(span(v), Some(key), message);
         self.errors.push(e);
     }
@@ -204,7 +205,7 @@ impl Checker<'_> {
     }
 }
 
-fn value<T: Copy>(v: &Option<Spanned<T>>, default: T) -> T {
+pub(super) fn value<T: Copy>(v: &Option<Spanned<T>>, default: T) -> T {
     v.as_ref().map_or(default, |s| *s.get_ref())
 }
 
@@ -290,17 +291,11 @@ fn valid_app_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-/// A `.service` unit name systemd would accept.
-fn valid_service_name(unit: &str) -> bool {
-    let Some(prefix) = unit.strip_suffix(".service") else {
-        return false;
-    };
-    !prefix.is_empty()
-        && unit.len() <= 255
-        && !prefix.starts_with('@')
-        && prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.' | '\\' | '@'))
+fn unit_problem(unit: &str) -> Option<String> {
+    if !units::valid_service_name(unit) {
+        return Some(format!("{unit:?} is not a .service unit name"));
+    }
+    units::forbidden(unit)
 }
 
 fn parse_app(
@@ -321,12 +316,13 @@ fn parse_app(
         errors: Vec::new(),
     };
     let unit = match &file.unit {
-        Some(u) if valid_service_name(u.get_ref()) => u.get_ref().clone(),
-        Some(u) => {
-            let msg = format!("{:?} is not a .service unit name", u.get_ref());
-            c.at(u, "unit", msg);
-            String::new()
-        }
+        Some(u) => match unit_problem(u.get_ref()) {
+            None => u.get_ref().clone(),
+            Some(msg) => {
+                c.at(u, "unit", msg);
+                String::new()
+            }
+        },
         None => {
             let e = c.src.error_at(
                 Some(0..0),
@@ -374,7 +370,7 @@ fn limit(
     c: &mut Checker,
     own: &Option<Spanned<ByteSize>>,
     own_key: &str,
-    uwsgi: &Option<Spanned<super::values::Megabytes>>,
+    uwsgi: &Option<Spanned<Megabytes>>,
     uwsgi_key: &str,
 ) -> Option<(ByteSize, std::ops::Range<usize>)> {
     match (own, uwsgi) {
@@ -384,7 +380,13 @@ fn limit(
             None
         }
         (Some(o), None) => Some((*o.get_ref(), o.span())),
-        (None, Some(u)) => Some((ByteSize(u.get_ref().0 << 20), u.span())),
+        (None, Some(u)) => match megabytes_to_bytes(u.get_ref().0) {
+            Ok(bytes) => Some((ByteSize(bytes), u.span())),
+            Err(msg) => {
+                c.at(u, &format!("memory.{uwsgi_key}"), msg);
+                None
+            }
+        },
         (None, None) => None,
     }
 }
@@ -479,81 +481,6 @@ fn generic_settings(
         grow_signal: get(c, "generic.grow_signal", |f| &f.grow_signal),
         shrink_signal: get(c, "generic.shrink_signal", |f| &f.shrink_signal),
     })
-}
-
-/// `table` is the span of the [scaling] table, where a missing key goes.
-fn scaling_policy(c: &mut Checker, s: ScalingFrag, table: Range<usize>) -> ScalingPolicy {
-    let min = value(&s.min_workers, 1);
-    let max = value(&s.max_workers, min.max(1));
-    let d = ScalingPolicy::defaults(min, max);
-    if s.max_workers.is_none() {
-        let e = c.src.error_at(
-            Some(table.start..table.start),
-            Some("scaling.max_workers"),
-            "missing: the most workers to run",
-        );
-        c.errors.push(e);
-    }
-    if let Some(m) = &s.min_workers {
-        if *m.get_ref() == 0 {
-            c.at(m, "scaling.min_workers", "must be at least 1".into());
-        } else if min > max {
-            let msg = format!("min_workers ({min}) must not be above max_workers ({max})");
-            c.at(m, "scaling.min_workers", msg);
-        }
-    }
-    for (v, key) in [
-        (&s.step_up, "scaling.step_up"),
-        (&s.step_down, "scaling.step_down"),
-    ] {
-        if let Some(v) = v.as_ref().filter(|v| *v.get_ref() == 0) {
-            c.at(v, key, "must be at least 1".into());
-        }
-    }
-    let grow = value(&s.grow_backlog, d.grow_backlog);
-    let shrink = value(&s.shrink_backlog, d.shrink_backlog);
-    if let Some(g) = s.grow_backlog.as_ref().filter(|_| grow <= shrink) {
-        let msg = format!("grow_backlog ({grow}) must be above shrink_backlog ({shrink})");
-        c.at(g, "scaling.grow_backlog", msg);
-    }
-    let sockets = s
-        .sockets
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|v| match socket_spec(v.get_ref()) {
-            Some(spec) => Some(spec),
-            None => {
-                let msg = format!(
-                    "{:?} is neither an address such as \"127.0.0.1:8000\" nor an absolute socket path",
-                    v.get_ref()
-                );
-                c.at(v, "scaling.sockets", msg);
-                None
-            }
-        })
-        .collect();
-    ScalingPolicy {
-        min_workers: min,
-        max_workers: max,
-        spare_idle: value(&s.spare_idle, d.spare_idle),
-        grow_backlog: grow,
-        shrink_backlog: shrink,
-        step_up: value(&s.step_up, d.step_up),
-        step_down: value(&s.step_down, d.step_down),
-        cooldown_up: value(&s.cooldown_up, d.cooldown_up),
-        cooldown_down: value(&s.cooldown_down, d.cooldown_down),
-        scale_down: value(&s.scale_down, d.scale_down),
-        sockets,
-    }
-}
-
-fn socket_spec(text: &str) -> Option<SocketSpec> {
-    if let Ok(addr) = text.parse() {
-        return Some(SocketSpec::Tcp(addr));
-    }
-    let path = Path::new(text);
-    path.is_absolute()
-        .then(|| SocketSpec::Unix(path.to_path_buf()))
 }
 
 fn check_unique_units(apps: &[AppPolicy], errors: &mut Vec<PolicyError>) {

@@ -8,6 +8,8 @@
 mod error;
 mod fragments;
 mod load;
+mod scaling;
+mod units;
 pub mod uwsgi_ini;
 pub mod values;
 

@@ -375,3 +375,5 @@ fn effective_policy_prints_as_valid_toml() {
         Some("shop.service")
     );
 }
+
+mod bad_input;

@@ -50,17 +50,50 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
             .map(|(_, m)| *m)
             .ok_or_else(|| format!("unknown size unit {unit:?} in {text:?} (use K, M, G or T)"))?
     };
-    let value: f64 = number.trim().parse().map_err(|_| {
-        format!("{text:?} is not a size (write e.g. 512M, 2G or a number of bytes)")
-    })?;
-    if !value.is_finite() || value < 0.0 {
+    let value = number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| !v.is_nan())
+        .ok_or_else(|| {
+            format!("{text:?} is not a size (write e.g. 512M, 2G or a number of bytes)")
+        })?;
+    if value < 0.0 {
         return Err(format!("{text:?} is not a size: it must be positive"));
     }
     let bytes = value * multiplier as f64;
-    if bytes >= u64::MAX as f64 {
-        return Err(format!("{text:?} is too large"));
+    // Also catches infinity (`1e400K`): compared as f64, before any cast.
+    if bytes > MAX_SIZE as f64 {
+        return Err(too_large(&format!("{text:?}")));
     }
     Ok(bytes.round() as u64)
+}
+
+/// The largest size a policy may give (1024T). Far beyond any machine's
+/// memory, and far below `u64::MAX`, which systemd's `MemoryMax=` reads as
+/// "infinity": a typo must not silently turn a limit off.
+pub const MAX_SIZE: u64 = 1 << 50;
+
+fn too_large(what: &str) -> String {
+    format!(
+        "{what} is too large: sizes go up to {}",
+        format_size(MAX_SIZE)
+    )
+}
+
+/// uWSGI's megabytes in bytes, or the error when that is past [`MAX_SIZE`].
+pub fn megabytes_to_bytes(mb: u64) -> Result<u64, String> {
+    mb.checked_mul(1 << 20)
+        .filter(|b| *b <= MAX_SIZE)
+        .ok_or_else(|| too_large(&format!("{mb} megabytes")))
+}
+
+fn size_from_int(v: i64) -> Result<u64, String> {
+    let bytes = non_negative(v)?;
+    if bytes > MAX_SIZE {
+        return Err(too_large(&format!("{v} bytes")));
+    }
+    Ok(bytes)
 }
 
 pub fn format_size(bytes: u64) -> String {
@@ -106,38 +139,56 @@ pub fn parse_fraction(text: &str) -> Result<f64, String> {
     Ok(value / 100.0)
 }
 
+/// The longest duration a policy may give: far beyond any useful interval,
+/// cool-down or lifetime, and far below what would overflow when the daemon
+/// adds it to a clock reading (`Instant + Duration` panics on overflow).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("{text:?} is not a duration (write e.g. 100ms, 30s, 5min, 1h)");
+    let too_long = || format!("{text:?} is too long: durations go up to 365 days (8760h)");
     let t = text.trim();
     if t == "0" {
         return Ok(Duration::ZERO);
     }
-    let mut total = Duration::ZERO;
-    let mut rest = t;
-    if rest.is_empty() {
+    if t.is_empty() {
         return Err(bad());
     }
+    let mut total = Duration::ZERO;
+    let mut rest = t;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "us" => 1e-6,
-            "ms" => 1e-3,
-            "s" | "sec" => 1.0,
-            "m" | "min" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(value * seconds).map_err(|_| bad())?;
+        let (seconds, tail) = duration_term(rest).ok_or_else(bad)?;
+        rest = tail;
+        // Checked as f64 first: a long run of digits parses as infinity.
+        if seconds > MAX_DURATION.as_secs_f64() {
+            return Err(too_long());
+        }
+        let term = Duration::try_from_secs_f64(seconds).map_err(|_| bad())?;
+        total = total
+            .checked_add(term)
+            .filter(|t| *t <= MAX_DURATION)
+            .ok_or_else(too_long)?;
     }
     Ok(total)
+}
+
+/// The `<number><unit>` at the start of `text`, in seconds, and the rest.
+fn duration_term(text: &str) -> Option<(f64, &str)> {
+    let digits = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let value: f64 = text[..digits].parse().ok()?;
+    let rest = &text[digits..];
+    let unit_len = rest
+        .find(|c: char| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    let unit = match &rest[..unit_len] {
+        "us" => 1e-6,
+        "ms" => 1e-3,
+        "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return None,
+    };
+    Some((value * unit, &rest[unit_len..]))
 }
 
 pub fn format_duration(d: Duration) -> String {
@@ -191,7 +242,7 @@ impl<'de> Deserialize<'de> for ByteSize {
         d.deserialize_any(TextOrInt {
             what: "a size such as \"512M\" or a number of bytes",
             parse: |s| parse_size(s).map(ByteSize),
-            from_int: |v| non_negative(v).map(ByteSize),
+            from_int: |v| size_from_int(v).map(ByteSize),
         })
     }
 }
@@ -312,6 +363,36 @@ mod tests {
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("").is_err());
         assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn durations_past_a_year_are_too_long_not_a_panic() {
+        let too_long = |t: &str| parse_duration(t).unwrap_err().contains("is too long");
+        assert!(too_long(&"9223372036854775807s".repeat(3)));
+        assert!(too_long("18446744073709551615s18446744073709551615s"));
+        assert!(too_long(&format!("1{}s", "0".repeat(400))));
+        assert!(too_long("8760h1us"));
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration(&"1s".repeat(10_000)),
+            Ok(Duration::from_secs(10_000))
+        );
+    }
+
+    #[test]
+    fn sizes_past_the_maximum_are_too_large() {
+        let too_large = |t: &str| parse_size(t).unwrap_err().contains("too large");
+        assert!(too_large("1025T"));
+        assert!(too_large("1e400K"));
+        assert!(too_large("99999999999999999999T"));
+        assert_eq!(parse_size("1024T"), Ok(MAX_SIZE));
+        assert!(parse_size("nanK").unwrap_err().contains("is not a size"));
+        assert_eq!(megabytes_to_bytes(256), Ok(256 << 20));
+        assert_eq!(
+            megabytes_to_bytes(1 << 44).unwrap_err(),
+            "17592186044416 megabytes is too large: sizes go up to 1024T"
+        );
+        assert!(megabytes_to_bytes(u64::MAX).is_err());
     }
 
     #[test]

@@ -212,7 +212,7 @@ fn placeholder(
             }
             "++" | "--" => {
                 if current.is_some() {
-                    let n = as_num(&current) + if token == "++" { 1 } else { -1 };
+                    let n = as_num(&current).saturating_add(if token == "++" { 1 } else { -1 });
                     current = Some(n.to_string());
                 }
                 op = ' ';

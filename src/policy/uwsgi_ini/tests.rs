@@ -270,6 +270,15 @@ fn numbers_as_strtoul_reads_them() {
 }
 
 #[test]
+fn placeholder_maths_saturates_instead_of_overflowing() {
+    let ini = parse(
+        "[uwsgi]\nn = 9223372036854775807\nup = %(n ++)\nm = -9223372036854775808\ndown = %(m --)\n",
+    );
+    assert_eq!(ini.get("up"), Some("9223372036854775807"));
+    assert_eq!(ini.get("down"), Some("-9223372036854775808"));
+}
+
+#[test]
 fn specs_with_sections() {
     assert_eq!(
         split_spec(Path::new("/a/b.ini:app")),
