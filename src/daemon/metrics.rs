@@ -3,28 +3,36 @@
 //! the same state `status` shows, plus counters of every action by reason
 //! and outcome, and each worker's thread stacks as `inspect` sees them.
 //! A deliberately small HTTP/1.0 responder: GET /metrics and nothing else,
-//! one request per connection, bounded reads with a timeout.
+//! one request per connection.
+//!
+//! Any local user can connect, so nothing a client does may cost the
+//! daemon more than a bounded share of its file descriptors or of its one
+//! thread (see [`Limits`]): at most `connections` are served at once, and
+//! one more is closed as soon as it is accepted; each has `read_timeout`
+//! for its whole request (however slowly it trickles in) and
+//! `write_timeout` for the answer; the page is rendered by one task for
+//! all of them, once per change of state (see `bodies`).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+mod bodies;
+mod render;
+#[cfg(test)]
+mod tests;
+
+pub use render::render;
+
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::timeout;
 
 use super::Shared;
-use super::report::{StatusView, WorkerView};
 use crate::procfs::ProcFs;
-
-/// A metric family: name, type, help, and how to get the value.
-type Family<T> = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&T) -> Option<f64>,
-);
+use bodies::Bodies;
 
 /// Counts of actions: (app, action, reason kind, outcome) → n.
 pub type ActionCounts = std::collections::BTreeMap<(String, String, String, String), u64>;
@@ -45,527 +53,293 @@ pub struct StackFigures {
     pub saves_reserved_bytes: u64,
 }
 
-/// Stack figures by worker PID, and when they were read.
-#[derive(Default)]
-struct StackCache {
-    read_at: Option<Instant>,
-    by_pid: BTreeMap<u32, StackFigures>,
+/// What one client, or many, can make the endpoint do.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once. A scraper makes one every scrape
+    /// interval; 16 leave room for a few scrapers and an operator's curl,
+    /// and bound the endpoint's file descriptors to 16 + the listener + the
+    /// one being refused.
+    pub connections: usize,
+    /// For the whole request (the line and the headers), not per read: a
+    /// client that sends a byte a second is dropped when it runs out.
+    pub read_timeout: Duration,
+    /// Bytes of request read at most; the first line is all that is used.
+    pub request_max: usize,
+    /// For the page to be ready. Only the first scrape waits long (it reads
+    /// every worker's smaps); the renderer goes on if a client gives up.
+    pub render_timeout: Duration,
+    /// For the whole answer: a client that does not read is dropped.
+    pub write_timeout: Duration,
+    /// A page made from state read this recently is served as it is: the
+    /// state is read (and compared) at most this often, whatever the rate
+    /// of requests.
+    pub reuse_for: Duration,
+    /// After a failed accept (EMFILE, ENFILE, ENOBUFS...): the connection
+    /// stays queued, so trying again at once would spin.
+    pub accept_pause: Duration,
+    /// Refusals and accept errors are logged at most this often.
+    pub log_every: Duration,
 }
 
-const REQUEST_MAX: usize = 8 << 10;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Label values as the format wants them: backslash, quote, newline escaped.
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-struct Out(String);
-
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let labels: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
-            .collect();
-        let labels = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{}}}", labels.join(","))
-        };
-        let _ = writeln!(self.0, "{name}{labels} {value}");
-    }
-
-    /// A sample of one worker, labelled with its app, PID and scope.
-    fn worker_sample(&mut self, name: &str, app: &str, w: &WorkerView, value: f64) {
-        let pid = w.pid.to_string();
-        self.sample(
-            name,
-            &[("app", app), ("pid", &pid), ("scope", &w.scope)],
-            value,
-        );
-    }
-}
-
-pub fn render(
-    status: &StatusView,
-    actions: &ActionCounts,
-    stacks: &BTreeMap<u32, StackFigures>,
-) -> String {
-    let mut o = Out(String::new());
-    let h = &status.host;
-    let host = [
-        ("memory_total_bytes", "Host MemTotal.", h.mem_total as f64),
-        (
-            "memory_available_bytes",
-            "Host MemAvailable.",
-            h.mem_available as f64,
-        ),
-        (
-            "memory_utilisation_ratio",
-            "1 - MemAvailable/MemTotal.",
-            h.utilisation,
-        ),
-        (
-            "memory_lower_bound_ratio",
-            "Utilisation above which the biggest workers are recycled.",
-            h.lower_bound,
-        ),
-        (
-            "memory_upper_bound_ratio",
-            "Utilisation above which the biggest workers are killed.",
-            h.upper_bound,
-        ),
-        (
-            "memory_pressure_some_avg10",
-            "PSI memory some avg10 (percent).",
-            h.psi_some_avg10,
-        ),
-        (
-            "memory_pressure_full_avg10",
-            "PSI memory full avg10 (percent).",
-            h.psi_full_avg10,
-        ),
-    ];
-    for (name, help, v) in host {
-        let name = format!("adaptive_workers_host_{name}");
-        o.family(&name, "gauge", help);
-        o.sample(&name, &[], v);
-    }
-    o.family(
-        "adaptive_workers_app_info",
-        "gauge",
-        "One per managed app; labels say what it is.",
-    );
-    for a in &status.apps {
-        let mode = if a.mode == Some(crate::policy::Mode::Observe) {
-            "observe"
-        } else {
-            "enforce"
-        };
-        o.sample(
-            "adaptive_workers_app_info",
-            &[
-                ("app", &a.name),
-                ("unit", &a.unit),
-                ("server", &a.server),
-                ("mode", mode),
-            ],
-            1.0,
-        );
-    }
-    let per_app: [Family<super::report::AppView>; 8] = [
-        (
-            "adaptive_workers_app_workers",
-            "gauge",
-            "Workers under management.",
-            |a| Some(a.workers.len() as f64),
-        ),
-        (
-            "adaptive_workers_app_backlog_connections",
-            "gauge",
-            "Longest accept queue of the app's listening sockets.",
-            |a| a.backlog.map(f64::from),
-        ),
-        (
-            "adaptive_workers_app_backlog_max_connections",
-            "gauge",
-            "That socket's accept queue limit.",
-            |a| a.backlog_max.map(f64::from),
-        ),
-        (
-            "adaptive_workers_app_stopped_slots",
-            "gauge",
-            "Worker slots without a process (uWSGI cheap).",
-            |a| Some(f64::from(a.stopped_slots)),
-        ),
-        (
-            "adaptive_workers_app_soft_limit_bytes",
-            "gauge",
-            "Per-worker soft limit (scope MemoryHigh).",
-            |a| a.soft_limit.map(|v| v as f64),
-        ),
-        (
-            "adaptive_workers_app_hard_limit_bytes",
-            "gauge",
-            "Per-worker hard limit (scope MemoryMax).",
-            |a| a.hard_limit.map(|v| v as f64),
-        ),
-        (
-            "adaptive_workers_placements_total",
-            "counter",
-            "Workers placed in a scope.",
-            |a| Some(a.counters.placed as f64),
-        ),
-        (
-            "adaptive_workers_oom_kills_total",
-            "counter",
-            "Kernel OOM kills inside the app's worker scopes.",
-            |a| Some(a.counters.oom_kills as f64),
-        ),
-    ];
-    for (name, kind, help, get) in per_app {
-        o.family(name, kind, help);
-        for a in &status.apps {
-            if let Some(v) = get(a) {
-                o.sample(name, &[("app", &a.name)], v);
-            }
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections: 16,
+            // Prometheus sends its request at once; 5 s spare a loaded host.
+            read_timeout: Duration::from_secs(5),
+            request_max: 8 << 10,
+            // Prometheus' default scrape_timeout.
+            render_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(5),
+            reuse_for: Duration::from_millis(250),
+            accept_pause: Duration::from_millis(100),
+            log_every: Duration::from_secs(60),
         }
     }
-    let per_worker: [Family<WorkerView>; 5] = [
-        (
-            "adaptive_workers_worker_private_bytes",
-            "gauge",
-            "The worker scope's memory.current: its private memory.",
-            |w| w.private_bytes.map(|v| v as f64),
-        ),
-        (
-            "adaptive_workers_worker_anon_bytes",
-            "gauge",
-            "Anonymous memory charged to the worker scope.",
-            |w| w.anon_bytes.map(|v| v as f64),
-        ),
-        (
-            "adaptive_workers_worker_file_bytes",
-            "gauge",
-            "Page cache charged to the worker scope.",
-            |w| w.file_bytes.map(|v| v as f64),
-        ),
-        (
-            "adaptive_workers_worker_frozen",
-            "gauge",
-            "1 while the worker's scope is frozen.",
-            |w| Some(if w.state == "frozen" { 1.0 } else { 0.0 }),
-        ),
-        (
-            "adaptive_workers_worker_memory_high_events_total",
-            "counter",
-            "Times the worker was throttled at its soft limit.",
-            |w| Some(w.memory_high_events as f64),
-        ),
-    ];
-    for (name, kind, help, get) in per_worker {
-        o.family(name, kind, help);
-        for a in &status.apps {
-            for w in &a.workers {
-                if let Some(v) = get(w) {
-                    o.worker_sample(name, &a.name, w, v);
-                }
-            }
-        }
-    }
-    let per_stack: [Family<StackFigures>; 5] = [
-        (
-            "adaptive_workers_worker_threads",
-            "gauge",
-            "Threads of the worker (stack figures are read at most once a minute).",
-            |f| Some(f.threads as f64),
-        ),
-        (
-            "adaptive_workers_worker_default_stacks",
-            "gauge",
-            "Threads, the main one aside, with glibc's default-sized stack (RLIMIT_STACK).",
-            |f| Some(f.default_stacks as f64),
-        ),
-        (
-            "adaptive_workers_worker_stack_reserved_bytes",
-            "gauge",
-            "Address space the worker's thread stacks reserve.",
-            |f| Some(f.reserved_bytes as f64),
-        ),
-        (
-            "adaptive_workers_worker_stack_resident_bytes",
-            "gauge",
-            "Resident memory of the worker's thread stacks.",
-            |f| Some(f.resident_bytes as f64),
-        ),
-        (
-            "adaptive_workers_worker_stack_saving_bytes",
-            "gauge",
-            "Address space smaller thread stacks would give back (see adaptive-workers inspect).",
-            |f| Some(f.saves_reserved_bytes as f64),
-        ),
-    ];
-    for (name, kind, help, get) in per_stack {
-        o.family(name, kind, help);
-        for a in &status.apps {
-            for w in &a.workers {
-                if let Some(v) = stacks.get(&w.pid).and_then(get) {
-                    o.worker_sample(name, &a.name, w, v);
-                }
-            }
-        }
-    }
-    o.family(
-        "adaptive_workers_actions_total",
-        "counter",
-        "Decisions by action (recycle, kill, grow, shrink, freeze, thaw), reason and outcome (done, observed, failed).",
-    );
-    for ((app, action, reason, outcome), n) in actions {
-        o.sample(
-            "adaptive_workers_actions_total",
-            &[
-                ("app", app),
-                ("action", action),
-                ("reason", reason),
-                ("outcome", outcome),
-            ],
-            *n as f64,
-        );
-    }
-    o.0
 }
 
-/// Binds the endpoint and serves it in the background; returns the
-/// address bound (port 0 picks a free one).
+/// What the endpoint did, for tests (and a debugger).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections being served now, and the most at any time.
+    pub serving: AtomicUsize,
+    pub most_serving: AtomicUsize,
+    /// Connections closed at once because `connections` were being served.
+    pub refused: AtomicU64,
+    pub accept_errors: AtomicU64,
+    /// Pages rendered.
+    pub renders: AtomicU64,
+}
+
+/// A running endpoint.
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+}
+
+/// Binds the endpoint and serves it in the background with the default
+/// limits; returns the address bound (port 0 picks a free one).
 pub async fn serve(
     addr: SocketAddr,
     shared: Arc<Mutex<Shared>>,
     procfs: ProcFs,
 ) -> std::io::Result<SocketAddr> {
+    let endpoint = serve_with(addr, shared, procfs, Limits::default()).await?;
+    Ok(endpoint.addr)
+}
+
+pub async fn serve_with(
+    addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    procfs: ProcFs,
+    limits: Limits,
+) -> std::io::Result<Endpoint> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     tracing::info!("metrics on http://{addr}/metrics");
-    let stacks = Arc::new(tokio::sync::Mutex::new(StackCache::default()));
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((sock, _)) => {
-                    tokio::spawn(answer(sock, shared.clone(), procfs.clone(), stacks.clone()));
+    let stats = Arc::new(Stats::default());
+    let bodies = Bodies::start(shared, procfs, limits.reuse_for, stats.clone());
+    tokio::spawn(accept_loop(listener, limits, stats.clone(), bodies));
+    Ok(Endpoint { addr, stats })
+}
+
+/// What a connection beyond the cap is told, if it can be without waiting.
+const BUSY: &[u8] = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+Content-Length: 5\r\nConnection: close\r\n\r\nbusy\n";
+
+/// Accepts every connection; serves it if fewer than `connections` are
+/// being served, else closes it at once.
+///
+/// Closing rather than leaving it queued: either way the daemon's file
+/// descriptors stay bounded (a queued connection is the kernel's, not an
+/// fd of ours), but a queue would hold up to a backlog's worth of idle
+/// connections ahead of a real scrape, each served in turn for up to
+/// `read_timeout`: minutes after a flood. Closed at once, a client knows
+/// at once, and the endpoint works again one `read_timeout` after the
+/// flood ends. Refusing costs an accept and a close, no more than the
+/// client's connect costs it, and the accepts take turns with the rest of
+/// the runtime (tokio's cooperative budget), so a flood cannot starve the
+/// daemon's loop.
+async fn accept_loop(listener: TcpListener, limits: Limits, stats: Arc<Stats>, bodies: Bodies) {
+    let slots = Arc::new(Semaphore::new(limits.connections));
+    let mut refusals = Throttle::new(limits.log_every);
+    let mut failures = Throttle::new(limits.log_every);
+    loop {
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                stats.accept_errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(unsaid) = failures.due() {
+                    tracing::warn!(
+                        "metrics: cannot accept a connection: {e}{}; trying again every {} ms",
+                        more(unsaid),
+                        limits.accept_pause.as_millis()
+                    );
                 }
-                Err(e) => {
-                    tracing::warn!("metrics: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(limits.accept_pause).await;
+                continue;
+            }
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let slot = Slot::new(permit, stats.clone());
+                tokio::spawn(answer(sock, slot, limits, bodies.clone()));
+            }
+            Err(_) => {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                // What the client sent already is read (without waiting)
+                // so that the close is not a reset that loses the 503.
+                let _ = sock.try_read(&mut [0; 1024]);
+                let _ = sock.try_write(BUSY);
+                drop(sock);
+                if let Some(unsaid) = refusals.due() {
+                    tracing::warn!(
+                        "metrics: {} connections being served, the most allowed: closing new ones{}",
+                        limits.connections,
+                        more(unsaid)
+                    );
                 }
             }
         }
-    });
-    Ok(addr)
+    }
 }
 
-async fn read_request(sock: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::with_capacity(1024);
+fn more(unsaid: u64) -> String {
+    if unsaid == 0 {
+        String::new()
+    } else {
+        format!(" ({unsaid} more times since last said)")
+    }
+}
+
+/// Says when something may be logged again, and how often it was not.
+struct Throttle {
+    every: Duration,
+    said_at: Option<Instant>,
+    unsaid: u64,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            said_at: None,
+            unsaid: 0,
+        }
+    }
+
+    /// `Some(times not said since)` when it may be said now.
+    fn due(&mut self) -> Option<u64> {
+        if self.said_at.is_some_and(|t| t.elapsed() < self.every) {
+            self.unsaid += 1;
+            return None;
+        }
+        self.said_at = Some(Instant::now());
+        Some(std::mem::take(&mut self.unsaid))
+    }
+}
+
+/// One of the `connections` permits, counted while held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    stats: Arc<Stats>,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, stats: Arc<Stats>) -> Self {
+        let now = stats.serving.fetch_add(1, Ordering::Relaxed) + 1;
+        stats.most_serving.fetch_max(now, Ordering::Relaxed);
+        Self {
+            _permit: permit,
+            stats,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.stats.serving.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn answer(mut sock: TcpStream, slot: Slot, limits: Limits, bodies: Bodies) {
+    converse(&mut sock, &limits, &bodies).await;
+    // Closed before the permit is given back: at most `connections` fds.
+    drop(sock);
+    drop(slot);
+}
+
+/// One request and its answer, each within its time.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: &mut S,
+    limits: &Limits,
+    bodies: &Bodies,
+) {
+    let Ok(Some(line)) = timeout(limits.read_timeout, read_request(sock, limits.request_max)).await
+    else {
+        return;
+    };
+    let (status, ctype, body) = page(&line, limits, bodies).await;
+    let head = format!(
+        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = timeout(limits.write_timeout, async {
+        sock.write_all(head.as_bytes()).await?;
+        sock.write_all(body.as_bytes()).await?;
+        sock.flush().await
+    })
+    .await;
+}
+
+/// The request's first line, read until the blank line that ends the
+/// headers, the end of input, or `max` bytes.
+async fn read_request<R: AsyncRead + Unpin>(sock: &mut R, max: usize) -> Option<String> {
+    let mut buf = Vec::with_capacity(max.min(1024));
     let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < REQUEST_MAX {
-        let n = sock.read(&mut chunk).await.ok()?;
+    loop {
+        let room = max.saturating_sub(buf.len()).min(chunk.len());
+        if room == 0 {
+            break;
+        }
+        let n = sock.read(&mut chunk[..room]).await.ok()?;
         if n == 0 {
             break;
         }
+        // Only the new bytes (and the 3 before) can complete the end.
+        let from = buf.len().saturating_sub(3);
         buf.extend_from_slice(&chunk[..n]);
+        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
     }
     let text = String::from_utf8_lossy(&buf);
     text.lines().next().map(str::to_owned)
 }
 
-/// Every managed worker's stack figures, read again when older than
-/// STACKS_EVERY (in a blocking thread: smaps walks are slow). A worker
-/// that appeared since has none until the next read; one that is gone or
-/// unreadable has none.
-async fn stack_figures(
-    procfs: &ProcFs,
-    cache: &tokio::sync::Mutex<StackCache>,
-    status: &StatusView,
-) -> BTreeMap<u32, StackFigures> {
-    let mut cache = cache.lock().await;
-    if cache.read_at.is_some_and(|t| t.elapsed() < STACKS_EVERY) {
-        return cache.by_pid.clone();
-    }
-    let pids: Vec<u32> = status
-        .apps
-        .iter()
-        .flat_map(|a| a.workers.iter().map(|w| w.pid))
-        .collect();
-    let procfs = procfs.clone();
-    let read = tokio::task::spawn_blocking(move || {
-        pids.into_iter()
-            .filter_map(|pid| {
-                let p = crate::cli::inspect::inspect_process(&procfs, pid, "worker").ok()?;
-                let figures = StackFigures {
-                    threads: p.threads,
-                    default_stacks: p.stacks.iter().filter(|s| s.default_sized).count(),
-                    reserved_bytes: p.reserved_bytes,
-                    resident_bytes: p.resident_bytes,
-                    saves_reserved_bytes: p.recommendation.map_or(0, |r| r.saves_reserved_bytes),
-                };
-                Some((pid, figures))
-            })
-            .collect()
-    })
-    .await;
-    cache.by_pid = read.unwrap_or_default();
-    cache.read_at = Some(Instant::now());
-    cache.by_pid.clone()
-}
-
-async fn answer(
-    mut sock: TcpStream,
-    shared: Arc<Mutex<Shared>>,
-    procfs: ProcFs,
-    stacks: Arc<tokio::sync::Mutex<StackCache>>,
-) {
-    let Ok(Some(line)) = tokio::time::timeout(REQUEST_TIMEOUT, read_request(&mut sock)).await
-    else {
-        return;
-    };
+/// Status, content type and body for a request line.
+async fn page(
+    line: &str,
+    limits: &Limits,
+    bodies: &Bodies,
+) -> (&'static str, &'static str, Arc<str>) {
     let mut parts = line.split_whitespace();
-    let (status, ctype, body) = match (parts.next(), parts.next()) {
-        (Some("GET"), Some("/metrics")) => {
-            let (status, actions) = {
-                let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                (s.status.clone(), s.actions.clone())
-            };
-            let stacks = stack_figures(&procfs, &stacks, &status).await;
-            let body = render(&status, &actions, &stacks);
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
-        }
-        (Some("GET"), Some(_)) => ("404 Not Found", "text/plain", "try /metrics\n".to_owned()),
+    match (parts.next(), parts.next()) {
+        (Some("GET"), Some("/metrics")) => match timeout(limits.render_timeout, bodies.get()).await
+        {
+            Ok(Some(text)) => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text),
+            _ => (
+                "503 Service Unavailable",
+                "text/plain",
+                Arc::from("the metrics are not ready: try again\n"),
+            ),
+        },
+        (Some("GET"), Some(_)) => ("404 Not Found", "text/plain", Arc::from("try /metrics\n")),
         _ => (
             "405 Method Not Allowed",
             "text/plain",
-            "GET /metrics only\n".to_owned(),
+            Arc::from("GET /metrics only\n"),
         ),
-    };
-    let head = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    let _ = sock.write_all(head.as_bytes()).await;
-    let _ = sock.write_all(body.as_bytes()).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::daemon::report::{AppView, WorkerView};
-
-    fn view() -> StatusView {
-        StatusView {
-            apps: vec![AppView {
-                name: "sh\"op".into(),
-                unit: "shop.service".into(),
-                server: "uwsgi".into(),
-                soft_limit: Some(300 << 20),
-                backlog: Some(3),
-                backlog_max: Some(100),
-                workers: vec![WorkerView {
-                    pid: 42,
-                    scope: "aw-shop-42.scope".into(),
-                    private_bytes: Some(1234),
-                    state: "frozen".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn every_sample_belongs_to_a_declared_family() {
-        let mut actions = ActionCounts::new();
-        actions.insert(
-            (
-                "shop".into(),
-                "recycle".into(),
-                "soft-limit".into(),
-                "done".into(),
-            ),
-            3,
-        );
-        let stacks = BTreeMap::from([(
-            42,
-            StackFigures {
-                threads: 50,
-                default_stacks: 49,
-                reserved_bytes: 392 << 20,
-                resident_bytes: 600 << 10,
-                saves_reserved_bytes: 386 << 20,
-            },
-        )]);
-        let text = render(&view(), &actions, &stacks);
-        let mut declared = std::collections::BTreeSet::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let mut it = rest.split(' ');
-                let (name, kind) = (it.next().unwrap(), it.next().unwrap());
-                assert!(["gauge", "counter"].contains(&kind), "{line}");
-                assert!(kind != "counter" || name.ends_with("_total"), "{line}");
-                declared.insert(name.to_owned());
-            } else if !line.starts_with('#') {
-                let name = line.split(['{', ' ']).next().unwrap();
-                assert!(declared.contains(name), "undeclared: {line}");
-                let value = line.rsplit(' ').next().unwrap();
-                assert!(value.parse::<f64>().is_ok(), "{line}");
-            }
-        }
-        assert!(text.contains("adaptive_workers_worker_private_bytes{app=\"sh\\\"op\",pid=\"42\",scope=\"aw-shop-42.scope\"} 1234\n"), "{text}");
-        assert!(text.contains("adaptive_workers_worker_frozen{app=\"sh\\\"op\",pid=\"42\",scope=\"aw-shop-42.scope\"} 1\n"));
-        assert!(text.contains("adaptive_workers_actions_total{app=\"shop\",action=\"recycle\",reason=\"soft-limit\",outcome=\"done\"} 3\n"));
-        assert!(text.contains("adaptive_workers_app_backlog_connections{app=\"sh\\\"op\"} 3\n"));
-        assert!(text.contains("adaptive_workers_worker_default_stacks{app=\"sh\\\"op\",pid=\"42\",scope=\"aw-shop-42.scope\"} 49\n"), "{text}");
-        assert!(text.contains("adaptive_workers_worker_stack_saving_bytes{app=\"sh\\\"op\",pid=\"42\",scope=\"aw-shop-42.scope\"} 404750336\n"), "{text}");
-        // A worker without figures (not read yet, or gone) has no sample.
-        let none = render(&view(), &actions, &BTreeMap::new());
-        assert!(!none.contains("adaptive_workers_worker_threads{"), "{none}");
-    }
-
-    #[tokio::test]
-    async fn stack_figures_are_read_from_proc_and_kept_a_minute() {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let parked = std::thread::spawn(move || rx.recv().ok());
-        let me = std::process::id();
-        let mut status = view();
-        status.apps[0].workers[0].pid = me;
-        let cache = tokio::sync::Mutex::new(StackCache::default());
-        let procfs = ProcFs::at("/proc");
-        let first = stack_figures(&procfs, &cache, &status).await;
-        let mine = first[&me];
-        assert!(mine.threads >= 2, "{mine:?}");
-        assert!(
-            mine.reserved_bytes >= mine.resident_bytes && mine.resident_bytes > 0,
-            "{mine:?}"
-        );
-        // Within the minute nothing is read again: not even a new worker.
-        status.apps[0].workers[0].pid = 1;
-        assert_eq!(stack_figures(&procfs, &cache, &status).await, first);
-        // A worker that cannot be read has no figures.
-        cache.lock().await.read_at = None;
-        status.apps[0].workers[0].pid = u32::MAX;
-        assert!(stack_figures(&procfs, &cache, &status).await.is_empty());
-        tx.send(()).unwrap();
-        parked.join().unwrap();
-    }
-
-    #[tokio::test]
-    async fn serves_metrics_over_http() {
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        shared.lock().unwrap().status = view();
-        let proc = tempfile::tempdir().unwrap();
-        let addr = serve(
-            "127.0.0.1:0".parse().unwrap(),
-            shared,
-            ProcFs::at(proc.path()),
-        )
-        .await
-        .unwrap();
-        let get = |path: &'static str| async move {
-            let mut s = TcpStream::connect(addr).await.unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-                .await
-                .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).await.unwrap();
-            out
-        };
-        let ok = get("/metrics").await;
-        assert!(ok.starts_with("HTTP/1.0 200 OK\r\n"), "{ok}");
-        assert!(ok.contains("adaptive_workers_app_workers{app=\"sh\\\"op\"} 1"));
-        assert!(get("/").await.starts_with("HTTP/1.0 404"));
     }
 }
