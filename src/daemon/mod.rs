@@ -90,6 +90,16 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     unpublished: bool,
 }
 
+/// Drops what the app's per-PID maps hold of processes that are gone:
+/// with a master that runs for months they would otherwise grow with
+/// every PID it ever had.
+fn forget_the_dead(app: &mut AppRuntime, procfs: &ProcFs) {
+    let now = Instant::now();
+    app.retry_after.retain(|_, t| *t > now);
+    app.not_workers
+        .retain(|(pid, start)| procfs.pid_stat(*pid).is_ok_and(|s| s.starttime == *start));
+}
+
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
     pub fn new(
         paths: HostPaths,
@@ -187,6 +197,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         let names: Vec<String> = self.apps.keys().cloned().collect();
         for app in self.apps.values_mut() {
             backoff::note_survivors(app);
+            forget_the_dead(app, &self.procfs);
         }
         for name in &names {
             self.reap_orphans(name).await;

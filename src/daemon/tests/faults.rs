@@ -414,3 +414,26 @@ async fn a_scope_that_got_another_process_is_not_managed_and_its_limits_go() {
     assert!(d.signaller.sent.lock().unwrap().is_empty());
     assert!(calls_of(&d, "kill").is_empty());
 }
+
+#[tokio::test]
+async fn per_pid_maps_forget_processes_that_are_gone() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    shop(&h, &d, 1);
+    full_tick(&mut d).await;
+    let gone = MASTER + 77;
+    {
+        let app = d.apps.get_mut("shop").unwrap();
+        app.not_workers.insert((gone, 1));
+        app.not_workers.insert((STRANGER, 1));
+        app.retry_after.insert(gone, std::time::Instant::now());
+    }
+    full_tick(&mut d).await;
+    let app = &d.apps["shop"];
+    assert!(app.retry_after.is_empty());
+    assert_eq!(
+        app.not_workers.iter().copied().collect::<Vec<_>>(),
+        vec![(STRANGER, 1)],
+        "a process still there is kept"
+    );
+}
