@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::Daemon;
-use super::kill::{ACT_DEADLINE, bounded};
+use super::kill::ACT_DEADLINE;
 use super::report;
 use super::signal::{SignalError, Signaller};
 use crate::adapter::{ScaleMechanism, uwsgi};
@@ -228,12 +228,13 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 // memory.high every allocation is throttled). MemoryMax stays.
                 // Never held up for long by PID 1: the recycle matters more.
                 if high.is_some()
-                    && let Err(e) = bounded(
-                        LIFT_DEADLINE,
-                        "lift MemoryHigh",
-                        self.systemd.set_memory_limits(&worker.scope, None, max),
-                    )
-                    .await
+                    && let Err(e) = self
+                        .ask(
+                            LIFT_DEADLINE,
+                            "lift MemoryHigh",
+                            self.systemd.set_memory_limits(&worker.scope, None, max),
+                        )
+                        .await
                 {
                     tracing::warn!(
                         scope = worker.scope.as_str(),
@@ -262,13 +263,15 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             }
             Action::Freeze { worker } => {
                 self.known(worker)?;
-                bounded(ACT_DEADLINE, "freeze", self.systemd.freeze(&worker.scope)).await?;
+                self.ask(ACT_DEADLINE, "freeze", self.systemd.freeze(&worker.scope))
+                    .await?;
                 self.known(worker)?.frozen = true;
                 Ok(())
             }
             Action::Thaw { worker } => {
                 self.known(worker)?;
-                bounded(ACT_DEADLINE, "thaw", self.systemd.thaw(&worker.scope)).await?;
+                self.ask(ACT_DEADLINE, "thaw", self.systemd.thaw(&worker.scope))
+                    .await?;
                 self.known(worker)?.frozen = false;
                 Ok(())
             }
@@ -309,7 +312,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     if i > 0 {
                         tokio::time::sleep(SIGNAL_SPACING).await;
                     }
-                    bounded(
+                    self.ask(
                         ACT_DEADLINE,
                         "signal the master",
                         self.systemd.kill(&unit, KillWhom::Main, signal),

@@ -22,17 +22,11 @@ pub(super) const KILL_DEADLINE: Duration = Duration::from_millis(300);
 /// How long any other call an action makes may take inside the loop.
 pub(super) const ACT_DEADLINE: Duration = Duration::from_secs(1);
 
-/// A call bounded in time, its timeout said in words.
-pub(super) async fn bounded<T, E: std::fmt::Display>(
-    deadline: Duration,
-    what: &str,
-    call: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(deadline, call).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("systemd did not {what} within {deadline:?}")),
-    }
-}
+/// After a call to systemd timed out, for this long the daemon does not
+/// wait for it again: optional calls are not made, kills go straight to
+/// the processes. One stuck PID 1 then costs one deadline, not one per
+/// decision of every step.
+const STUCK_FOR: Duration = Duration::from_secs(2);
 
 /// What a kill without systemd came to.
 enum Direct {
@@ -43,19 +37,59 @@ enum Direct {
 }
 
 impl<S: Systemd, K: Signaller> Daemon<S, K> {
+    /// Whether systemd timed out lately (see [`STUCK_FOR`]).
+    fn systemd_stuck(&self) -> bool {
+        self.stuck_until
+            .get()
+            .is_some_and(|t| std::time::Instant::now() < t)
+    }
+
+    /// A call to systemd bounded in time, its timeout said in words; not
+    /// made at all while systemd is stuck.
+    pub(super) async fn ask<T, E: std::fmt::Display>(
+        &self,
+        deadline: Duration,
+        what: &str,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, String> {
+        if self.systemd_stuck() {
+            return Err(format!(
+                "systemd did not answer lately: not asked to {what}"
+            ));
+        }
+        match tokio::time::timeout(deadline, call).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => {
+                self.stuck_until
+                    .set(Some(std::time::Instant::now() + STUCK_FOR));
+                Err(format!("systemd did not {what} within {deadline:?}"))
+            }
+        }
+    }
+
     /// SIGKILL to every process of the scope: through systemd when it
     /// answers in time, else directly. `Ok(false)`: the scope was gone.
     pub(super) async fn kill_scope(&self, scope: &str, cgroup: &str) -> Result<bool, String> {
-        let asked = tokio::time::timeout(
-            KILL_DEADLINE,
-            self.systemd.kill(scope, KillWhom::All, libc::SIGKILL),
-        )
-        .await;
+        let asked = match self.systemd_stuck() {
+            true => None,
+            false => Some(
+                tokio::time::timeout(
+                    KILL_DEADLINE,
+                    self.systemd.kill(scope, KillWhom::All, libc::SIGKILL),
+                )
+                .await,
+            ),
+        };
         let why = match asked {
-            Ok(Ok(())) => return Ok(true),
-            Ok(Err(e)) if e.is_gone() => return Ok(false),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("systemd did not answer within {KILL_DEADLINE:?}"),
+            Some(Ok(Ok(()))) => return Ok(true),
+            Some(Ok(Err(e))) if e.is_gone() => return Ok(false),
+            Some(Ok(Err(e))) => e.to_string(),
+            Some(Err(_)) => {
+                self.stuck_until
+                    .set(Some(std::time::Instant::now() + STUCK_FOR));
+                format!("systemd did not answer within {KILL_DEADLINE:?}")
+            }
+            None => "systemd did not answer lately".to_owned(),
         };
         let killed = match self.kill_directly(cgroup) {
             Direct::Gone => return Ok(false),

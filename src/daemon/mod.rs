@@ -84,6 +84,8 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     calls: FuturesUnordered<calls::Call>,
     /// Full steps so far (see `sense::DETAIL_EVERY`).
     worker_ticks: u64,
+    /// Until when systemd is taken for stuck (see [`kill`]).
+    stuck_until: std::cell::Cell<Option<Instant>>,
     /// A worker came or went since the status view was last published:
     /// the next host step publishes it, so `status` right after a respawn
     /// lists the new worker (as "new", before its first sample).
@@ -132,6 +134,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             calls: FuturesUnordered::new(),
             worker_ticks: 0,
             unpublished: false,
+            stuck_until: Default::default(),
         };
         d.set_policy(policy);
         d
@@ -316,11 +319,16 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         for app in self.apps.values_mut() {
             for w in app.workers.values_mut().filter(|w| w.frozen) {
                 let thaw = self.systemd.thaw(&w.scope);
-                match kill::bounded(kill::ACT_DEADLINE, "thaw", thaw).await {
-                    Ok(()) => w.frozen = false,
-                    Err(e) => {
+                match tokio::time::timeout(kill::ACT_DEADLINE, thaw).await {
+                    Ok(Ok(())) => w.frozen = false,
+                    Ok(Err(e)) => {
                         tracing::error!(scope = w.scope.as_str(), "failed to thaw on exit: {e}")
                     }
+                    Err(_) => tracing::error!(
+                        scope = w.scope.as_str(),
+                        "failed to thaw on exit: systemd did not answer within {:?}",
+                        kill::ACT_DEADLINE
+                    ),
                 }
             }
         }
