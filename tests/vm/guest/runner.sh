@@ -12,7 +12,7 @@ RESULTS=/var/lib/aw-vm-results
 OUT=/dev/disk/by-id/virtio-aw-out
 # shellcheck source=/dev/null
 . "$AW_ROOT/config.env"
-: "${AW_MODE:=suite}" "${AW_SCENARIO_TIMEOUT:=300}" "${AW_SCENARIO_GLOBS:=}"
+: "${AW_MODE:=suite}" "${AW_SCENARIO_TIMEOUT:=300}" "${AW_SCENARIO_GLOBS:=}" "${AW_REPEAT:=1}"
 
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
@@ -55,7 +55,19 @@ case $AW_MODE in
         done
         ;;
 esac
-for f in "${scenarios[@]}"; do basename "$f" .sh; done > "$RESULTS/planned.txt"
+# Each scenario AW_REPEAT times (tests/vm/run --repeat): NAME, NAME-r2, ...
+runs=()
+for f in "${scenarios[@]}"; do
+    for ((r = 1; r <= AW_REPEAT; r++)); do
+        runs+=("$f:$r")
+    done
+done
+for run in "${runs[@]}"; do
+    f=${run%:*} r=${run##*:}
+    name=$(basename "$f" .sh)
+    [ "$r" -eq 1 ] || name=$name-r$r
+    echo "$name"
+done > "$RESULTS/planned.txt"
 : > "$RESULTS/summary.tsv"
 flush_results
 
@@ -71,8 +83,10 @@ limit_of() {
     fi
 }
 
-for f in "${scenarios[@]}"; do
+for run in "${runs[@]}"; do
+    f=${run%:*} r=${run##*:}
     name=$(basename "$f" .sh)
+    [ "$r" -eq 1 ] || name=$name-r$r
     dir=$RESULTS/$name
     mkdir -p "$dir"
     since=$(date '+%Y-%m-%d %H:%M:%S')

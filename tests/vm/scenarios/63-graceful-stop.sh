@@ -36,7 +36,7 @@ in_flight() {
     systemctl "$verb" gunicorn-blog.service
     figure "graceful_${verb}_ms" $((($(date +%s%N) - t0) / 1000000))
     wait
-    codes=$(cat "$AW_RESULT_DIR"/req-*.code | tr '\n' ' ')
+    codes=$(for f in "$AW_RESULT_DIR"/req-*.code; do printf '%s ' "$(cat "$f")"; done)
     assert_eq "$codes" "200 200 200 " "status codes of the requests in flight during systemctl $verb"
 }
 
