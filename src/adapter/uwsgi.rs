@@ -91,18 +91,18 @@ pub fn scale(fifo: Option<&Path>, up: bool) -> ScaleMechanism {
 
 /// Writes `command` `count` times to the master FIFO. Non-blocking: if
 /// the master is not reading (not running), this fails at once.
+///
+/// The app can write the FIFO's directory (uWSGI recreates the FIFO
+/// there): a symlink or anything but a FIFO found in its place is refused
+/// before it is opened for writing, so root never writes `+` into a file
+/// the app chose (see [`safe_open`](crate::policy::safe_open)).
 pub fn write_fifo(path: &Path, command: u8, count: u32) -> Result<(), AdapterError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let err = |cause| AdapterError::Fifo {
         path: path.to_path_buf(),
         cause,
     };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(err)?;
+    let mut f = crate::policy::safe_open::open_fifo_for_writing(path).map_err(err)?;
     // uWSGI reads one byte per wake-up of its event loop, so every byte is
     // one command. When the last writer closes it sees EOF and recreates
     // the FIFO: a write racing with that fails and is retried next tick.
@@ -179,6 +179,42 @@ mod tests {
         .unwrap();
         let e = write_fifo(&path, b'+', 1).unwrap_err();
         assert!(e.to_string().contains("master FIFO"), "{e}");
+    }
+
+    #[test]
+    fn fifo_path_must_be_a_fifo_not_a_file_or_symlink() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "untouched").unwrap();
+        let e = write_fifo(&file, b'+', 1).unwrap_err().to_string();
+        assert!(e.contains(&file.display().to_string()), "{e}");
+        assert!(e.contains("is a regular file, not a FIFO"), "{e}");
+        // A symlink in its place, even to a real FIFO with a reader.
+        let fifo = dir.path().join("fifo");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let _reader = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .unwrap()
+        };
+        for target in [&file, &fifo] {
+            let link = dir.path().join("link");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(target, &link).unwrap();
+            let e = write_fifo(&link, b'+', 1).unwrap_err().to_string();
+            assert!(e.contains(&link.display().to_string()), "{e}");
+            assert!(e.contains("is a symbolic link, not a FIFO"), "{e}");
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "untouched");
+        write_fifo(&fifo, b'+', 1).unwrap();
     }
 
     #[test]

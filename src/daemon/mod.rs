@@ -196,7 +196,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     /// memory files, OOM kills; then decide, act and publish.
     pub async fn worker_tick(&mut self) {
         self.refresh_services().await;
-        self.check_freeze_safety();
+        self.check_freeze_safety().await;
         let names: Vec<String> = self.apps.keys().cloned().collect();
         for app in self.apps.values_mut() {
             backoff::note_survivors(app);
@@ -220,20 +220,30 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     }
 
     /// Refuses `scale_down = "freeze"` where freezing is unsafe (see
-    /// [`safety`]); says so when that changes.
-    fn check_freeze_safety(&mut self) {
+    /// [`safety`]); says so when that changes. The check of a new master
+    /// runs on a thread of its own; the step waits for it a little.
+    async fn check_freeze_safety(&mut self) {
         for app in self.apps.values_mut() {
-            let refusal = safety::freeze_refusal(&self.procfs, &self.paths, app);
+            safety::start_check(&self.procfs, &self.paths, app);
+        }
+        let deadline = tokio::time::Instant::now() + safety::CHECK_WAIT;
+        for app in self.apps.values_mut() {
+            let refusal = safety::freeze_refusal(&self.procfs, &self.paths, app, deadline).await;
             if refusal == app.freeze_refused {
                 continue;
             }
             let name = app.policy.name.as_str();
+            let was_pending = app.freeze_refused.as_deref() == Some(safety::PENDING);
             match &refusal {
+                Some(why) if why == safety::PENDING => tracing::info!(
+                    app = name,
+                    "{why} for {name}: until then, stopping idle workers instead"
+                ),
                 Some(why) => tracing::error!(
                     app = name,
                     "not freezing workers of {name}, stopping them instead: {why}"
                 ),
-                None if app.freeze_refused.is_some() => {
+                None if app.freeze_refused.is_some() && !was_pending => {
                     tracing::info!(app = name, "freezing idle workers of {name} is safe again")
                 }
                 None => {}

@@ -38,6 +38,11 @@ pub struct AppRuntime {
     pub roster_retry_at: Option<Instant>,
     /// Why `scale_down = "freeze"` is refused for this app, if it is.
     pub freeze_refused: Option<String>,
+    /// The master (and policy ini) `freeze_refused` is the verdict for:
+    /// it is worked out once per master (see daemon::safety).
+    pub freeze_checked: Option<super::safety::FreezeKey>,
+    /// The verdict being worked out, off the loop's thread.
+    pub freeze_check: Option<super::safety::FreezeCheck>,
     /// Inodes of the app's listening sockets (see daemon::backlog).
     pub listen_inodes: Vec<u64>,
     /// Workers dying right after they start hold back placement.
@@ -130,6 +135,8 @@ impl AppRuntime {
             limits_applied: (None, None),
             listen_inodes: Vec::new(),
             freeze_refused: None,
+            freeze_checked: None,
+            freeze_check: None,
             young: Default::default(),
             orphans_checked_for: None,
             unit_state: None,

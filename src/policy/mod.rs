@@ -8,6 +8,7 @@
 mod error;
 mod fragments;
 mod load;
+pub mod safe_open;
 mod scaling;
 mod units;
 pub mod uwsgi_ini;

@@ -20,6 +20,14 @@
 //!   as uWSGI leaves it. `$(VAR)` (an environment variable of the service)
 //!   is left alone and noted: this process cannot know that environment.
 //!
+//! Files are read through [`safe_open`](super::safe_open): only regular
+//! files, at most 1 MiB each. One read is bounded as a whole too (see
+//! [`MAX_FILES`] and the others below): uWSGI has no such bounds, but the
+//! daemon reads, as root, files an app names on its command line, and
+//! whatever they include. Errors name the file, the line and what is
+//! wrong, never what the line says: they reach `status`, which every user
+//! may read, and the file may be one they cannot.
+//!
 //! Option names are matched exactly. uWSGI does *not* take `reload_on_rss`
 //! for `reload-on-rss` in ini files (`uwsgi --strict` rejects it as an
 //! unknown directive; without `--strict` it silently becomes a placeholder
@@ -29,17 +37,30 @@
 //! say that they have no effect.
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
 use thiserror::Error;
 
 mod expand;
+use super::safe_open::{self, MAX_FILE, Symlinks};
 use expand::{Magic, expand};
 
 /// How deep `ini =` / `include =` may nest before it is taken for a loop.
 const MAX_DEPTH: usize = 16;
+/// Files one read may open: the ini files, their includes and `@(file)`s.
+const MAX_FILES: usize = 64;
+/// Bytes all these files may hold together (each at most [`MAX_FILE`]).
+const MAX_BYTES: u64 = 2 << 20;
+/// Options one read may hold.
+const MAX_ENTRIES: usize = 10_000;
+/// Bytes that magic variables, placeholders and `@(file)` may add.
+const MAX_EXPANSION: usize = 1 << 20;
+/// Placeholder look-ups (`%(key)`, each key of placeholder maths).
+const MAX_LOOKUPS: usize = 10_000;
+/// How deep placeholders may refer to placeholders (each level is a
+/// recursion: thousands would overflow the stack).
+const MAX_NESTING: usize = 32;
 
 #[derive(Debug, Error)]
 pub enum IniError {
@@ -107,6 +128,17 @@ impl UwsgiIni {
 
     /// Reads `spec` (`file.ini` or `file.ini:section`) with `opts`.
     pub fn read_with(spec: &Path, opts: &ReadOptions) -> Result<Self, IniError> {
+        Self::read_checked(spec, opts, Symlinks::Follow)
+    }
+
+    /// Reads `spec` as [`UwsgiIni::read`] does, for a path an app named
+    /// (on its master's command line): no file, the first one or any it
+    /// includes, is opened through a symlink.
+    pub fn read_named_by_app(spec: &Path) -> Result<Self, IniError> {
+        Self::read_checked(spec, &ReadOptions::default(), Symlinks::Refuse)
+    }
+
+    fn read_checked(spec: &Path, opts: &ReadOptions, symlinks: Symlinks) -> Result<Self, IniError> {
         let (mut path, section) = split_spec(spec);
         if opts.root.is_none() && path.is_relative() {
             path = std::path::absolute(&path).map_err(|cause| IniError::Read {
@@ -114,22 +146,22 @@ impl UwsgiIni {
                 cause,
             })?;
         }
-        let mut loader = Loader::new(opts);
+        let mut loader = Loader::new(opts, symlinks);
         for before in &opts.before {
             let (p, s) = split_spec(before);
             loader.load(&p, &s, None, None)?;
         }
         loader.load(&path, &section, None, None)?;
-        Ok(loader.finish())
+        loader.finish()
     }
 
     /// Reads one section of `text`, which is the content of `path`.
     /// Includes it names are read from the host.
     pub fn parse(path: &Path, text: &str, section: &str) -> Result<Self, IniError> {
         let opts = ReadOptions::default();
-        let mut loader = Loader::new(&opts);
+        let mut loader = Loader::new(&opts, Symlinks::Follow);
         loader.load(path, section, Some(text), None)?;
-        Ok(loader.finish())
+        loader.finish()
     }
 
     /// The last value of `key` (options given once take the last one).
@@ -284,8 +316,104 @@ fn absolute(path: &Path) -> PathBuf {
     out
 }
 
+/// What one read may still open, read and expand (see [`MAX_FILES`] and
+/// the others), and how it opens files.
+struct Budget {
+    symlinks: Symlinks,
+    files: usize,
+    bytes: u64,
+    entries: usize,
+    expansion: usize,
+    lookups: usize,
+    /// What went past its bound while expanding: the read fails with it.
+    over: Option<String>,
+}
+
+impl Budget {
+    fn new(symlinks: Symlinks) -> Self {
+        Self {
+            symlinks,
+            files: MAX_FILES,
+            bytes: MAX_BYTES,
+            entries: MAX_ENTRIES,
+            expansion: MAX_EXPANSION,
+            lookups: MAX_LOOKUPS,
+            over: None,
+        }
+    }
+
+    /// Reads one file: a regular file, within the bounds (see
+    /// [`safe_open`]). The error does not name the file: callers do.
+    fn read(&mut self, open: &Path) -> io::Result<Vec<u8>> {
+        if self.files == 0 {
+            return Err(io::Error::other(format!(
+                "more than {MAX_FILES} files to read: a loop?"
+            )));
+        }
+        self.files -= 1;
+        let cap = self.bytes.min(MAX_FILE);
+        let bytes = safe_open::read_regular(open, cap, self.symlinks).map_err(|e| {
+            if e.kind() == io::ErrorKind::FileTooLarge && cap < MAX_FILE {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "with the files read before it, more than {}",
+                        safe_open::size(MAX_BYTES)
+                    ),
+                )
+            } else {
+                e
+            }
+        })?;
+        self.bytes -= bytes.len() as u64;
+        Ok(bytes)
+    }
+
+    /// Takes `n` bytes of expansion; false once past [`MAX_EXPANSION`].
+    fn expand(&mut self, n: usize) -> bool {
+        match self.expansion.checked_sub(n) {
+            Some(left) if self.over.is_none() => {
+                self.expansion = left;
+                true
+            }
+            _ => {
+                self.over.get_or_insert_with(|| {
+                    format!(
+                        "magic variables, placeholders and @(file) add more than {}",
+                        safe_open::size(MAX_EXPANSION as u64)
+                    )
+                });
+                false
+            }
+        }
+    }
+
+    /// Takes one placeholder look-up `depth` placeholders deep; false
+    /// once past [`MAX_LOOKUPS`] or [`MAX_NESTING`].
+    fn lookup(&mut self, depth: usize) -> bool {
+        match self.lookups.checked_sub(1) {
+            Some(_) if depth >= MAX_NESTING => {
+                self.over
+                    .get_or_insert_with(|| format!("placeholders nest deeper than {MAX_NESTING}"));
+                false
+            }
+            Some(left) if self.over.is_none() => {
+                self.lookups = left;
+                true
+            }
+            _ => {
+                self.over.get_or_insert_with(|| {
+                    format!("placeholders need more than {MAX_LOOKUPS} look-ups")
+                });
+                false
+            }
+        }
+    }
+}
+
 struct Loader<'a> {
     opts: &'a ReadOptions,
+    budget: Budget,
     entries: Vec<Entry>,
     files: Vec<PathBuf>,
     notes: BTreeSet<String>,
@@ -296,7 +424,7 @@ struct Loader<'a> {
 }
 
 impl<'a> Loader<'a> {
-    fn new(opts: &'a ReadOptions) -> Self {
+    fn new(opts: &'a ReadOptions, symlinks: Symlinks) -> Self {
         let entries = opts
             .preset
             .iter()
@@ -309,6 +437,7 @@ impl<'a> Loader<'a> {
             .collect();
         Self {
             opts,
+            budget: Budget::new(symlinks),
             entries,
             files: Vec::new(),
             notes: BTreeSet::new(),
@@ -350,11 +479,12 @@ impl<'a> Loader<'a> {
             Some(t) => t,
             None => {
                 let open = self.open_path(&host);
-                let bytes = fs::read(&open).map_err(|cause| match from {
+                // Not the included path: it is what the including line says.
+                let bytes = self.budget.read(&open).map_err(|cause| match from {
                     Some((f, line, _)) => IniError::Syntax {
                         path: f.to_path_buf(),
                         line,
-                        message: format!("failed to read included {}: {cause}", host.display()),
+                        message: format!("failed to read the file included here: {cause}"),
                     },
                     None => IniError::Read {
                         path: host.clone(),
@@ -386,7 +516,10 @@ impl<'a> Loader<'a> {
         let mut found = false;
         for (n, raw) in text.lines().enumerate() {
             let line_no = n + 1;
-            let line = magic.apply(raw, &mut self.notes, &host, line_no);
+            let line = magic.apply(raw, &mut self.notes, &host, line_no, &mut self.budget);
+            if let Some(why) = self.budget.over.take() {
+                return Err(syntax(&host, line_no, why));
+            }
             let line = line.trim_matches(|c| c == ' ' || c == '\t' || c == '\r');
             if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
                 continue;
@@ -396,7 +529,7 @@ impl<'a> Loader<'a> {
                     return Err(syntax(
                         &host,
                         line_no,
-                        format!("section header {line:?} has no closing ']'"),
+                        "a section header with no closing ']'".into(),
                     ));
                 };
                 current = name.to_string();
@@ -414,12 +547,16 @@ impl<'a> Loader<'a> {
                 None => (line, ""),
             };
             if key.is_empty() {
+                return Err(syntax(&host, line_no, "no option name before '='".into()));
+            }
+            if self.budget.entries == 0 {
                 return Err(syntax(
                     &host,
                     line_no,
-                    format!("{line:?} has no option name before '='"),
+                    format!("more than {MAX_ENTRIES} options"),
                 ));
             }
+            self.budget.entries -= 1;
             self.entries.push(Entry {
                 key: key.to_string(),
                 value: value.to_string(),
@@ -465,7 +602,13 @@ impl<'a> Loader<'a> {
         let file = if value.starts_with(':') || file.as_os_str().is_empty() {
             match &self.last_file {
                 Some(f) => f.clone(),
-                None => return Err(syntax(host, line, format!("{value:?}: no file read yet"))),
+                None => {
+                    return Err(syntax(
+                        host,
+                        line,
+                        "a section of the last file read, but none was read yet".into(),
+                    ));
+                }
             }
         } else {
             file
@@ -482,20 +625,32 @@ impl<'a> Loader<'a> {
         self.load(&file, &section, None, Some((host, line, depth + 1)))
     }
 
-    fn finish(self) -> UwsgiIni {
+    fn finish(self) -> Result<UwsgiIni, IniError> {
         let mut notes = self.notes;
+        let mut budget = self.budget;
         let raw = self.entries;
         let mut entries = Vec::with_capacity(raw.len());
         for e in &raw {
             let mut stack = Vec::new();
-            let value = expand(&e.value, &raw, self.opts, &mut notes, e, &mut stack);
+            let value = expand(
+                &e.value,
+                &raw,
+                self.opts,
+                &mut notes,
+                e,
+                &mut stack,
+                &mut budget,
+            );
+            if let Some(why) = budget.over.take() {
+                return Err(syntax(&e.file, e.line, why));
+            }
             entries.push(Entry { value, ..e.clone() });
         }
-        UwsgiIni {
+        Ok(UwsgiIni {
             entries,
             files: self.files,
             notes: notes.into_iter().collect(),
-        }
+        })
     }
 }
 

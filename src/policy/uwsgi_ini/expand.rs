@@ -2,10 +2,9 @@
 //! `%(placeholder)` once every file is in (see the parent module).
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::path::{Component, Path};
 
-use super::{Entry, ReadOptions};
+use super::{Budget, Entry, ReadOptions};
 
 /// The magic variables of one file.
 pub(super) struct Magic {
@@ -62,13 +61,14 @@ impl Magic {
     /// Replaces magic variables in one line. `%%` is `%`, `%(` starts a
     /// placeholder (kept for later); values that depend on the running
     /// instance are kept as written and noted; other letters are empty, as
-    /// in uWSGI.
+    /// in uWSGI. Values past the budget are left out (and the read fails).
     pub(super) fn apply(
         &self,
         line: &str,
         notes: &mut BTreeSet<String>,
         file: &Path,
         line_no: usize,
+        budget: &mut Budget,
     ) -> String {
         let mut out = String::with_capacity(line.len());
         let mut chars = line.chars().peekable();
@@ -87,7 +87,9 @@ impl Magic {
                 '(' => out.push_str("%("),
                 _ => {
                     if let Some((_, v)) = self.table.iter().find(|(k, _)| *k == next) {
-                        out.push_str(v);
+                        if budget.expand(v.len()) {
+                            out.push_str(v);
+                        }
                     } else if "vVhtTkuUgG[".contains(next) {
                         out.push('%');
                         out.push(next);
@@ -108,7 +110,8 @@ impl Magic {
     }
 }
 
-/// Expands `@(file)` and `%(placeholder)` in one value.
+/// Expands `@(file)` and `%(placeholder)` in one value. What would take
+/// it past the budget is left out (and the read fails).
 pub(super) fn expand(
     value: &str,
     all: &[Entry],
@@ -116,6 +119,7 @@ pub(super) fn expand(
     notes: &mut BTreeSet<String>,
     at: &Entry,
     stack: &mut Vec<String>,
+    budget: &mut Budget,
 ) -> String {
     let mut out = String::new();
     let mut rest = value;
@@ -130,8 +134,12 @@ pub(super) fn expand(
         let inner = &tail[2..close];
         let whole = &tail[..=close];
         match &tail[..1] {
-            "%" => match placeholder(inner, all, opts, notes, stack) {
-                Some(v) => out.push_str(&v),
+            "%" => match placeholder(inner, all, opts, notes, stack, budget) {
+                Some(v) => {
+                    if budget.expand(v.len()) {
+                        out.push_str(&v);
+                    }
+                }
                 None => {
                     notes.insert(format!(
                         "{}: placeholder {whole} is not set: left as written",
@@ -148,9 +156,18 @@ pub(super) fn expand(
                     }
                     _ => path.to_path_buf(),
                 };
-                match fs::read_to_string(&open) {
-                    Ok(text) if path.is_absolute() => {
-                        out.push_str(text.trim_end_matches(['\n', '\r']))
+                // A regular file within the budget, as every file read.
+                let text = path
+                    .is_absolute()
+                    .then(|| budget.read(&open).ok())
+                    .flatten()
+                    .and_then(|bytes| String::from_utf8(bytes).ok());
+                match text {
+                    Some(text) => {
+                        let text = text.trim_end_matches(['\n', '\r']);
+                        if budget.expand(text.len()) {
+                            out.push_str(text);
+                        }
                     }
                     _ => {
                         notes.insert(format!(
@@ -183,15 +200,19 @@ fn placeholder(
     opts: &ReadOptions,
     notes: &mut BTreeSet<String>,
     stack: &mut Vec<String>,
+    budget: &mut Budget,
 ) -> Option<String> {
     let mut lookup = |key: &str, notes: &mut BTreeSet<String>| -> Option<String> {
+        if !budget.lookup(stack.len()) {
+            return Some(String::new());
+        }
         if stack.iter().any(|k| k == key) {
             notes.insert(format!("placeholder %({key}) refers to itself: left empty"));
             return Some(String::new());
         }
         let e = all.iter().find(|e| e.key == key)?;
         stack.push(key.to_string());
-        let v = expand(&e.value, all, opts, notes, e, stack);
+        let v = expand(&e.value, all, opts, notes, e, stack, budget);
         stack.pop();
         Some(v)
     };

@@ -151,7 +151,7 @@ fn a_missing_include_names_the_including_line() {
     fs::write(&main, "[uwsgi]\n\ninclude = /no/such.ini\n").unwrap();
     let err = UwsgiIni::read(&main).unwrap_err().to_string();
     assert!(
-        err.contains("a.ini:3: failed to read included /no/such.ini"),
+        err.contains("a.ini:3: failed to read the file included here: No such file"),
         "{err}"
     );
 }
@@ -170,7 +170,7 @@ fn other_errors() {
     let err = UwsgiIni::parse(p, "[uwsgi]\n = 5\n", "uwsgi")
         .unwrap_err()
         .to_string();
-    assert_eq!(err, "/x.ini:2: \"= 5\" has no option name before '='");
+    assert_eq!(err, "/x.ini:2: no option name before '='");
     let err = UwsgiIni::parse(p, "[app]\na = 1\n", "uwsgi")
         .unwrap_err()
         .to_string();
@@ -292,4 +292,243 @@ fn specs_with_sections() {
         split_spec(Path::new("/a:b/c.ini")),
         (PathBuf::from("/a:b/c.ini"), "uwsgi".into())
     );
+}
+
+/// Runs `f` on a thread and fails the test if it takes over 5 s (reading
+/// a FIFO would block until a writer comes).
+fn within_5s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(5))
+        .expect("did not return within 5 s")
+}
+
+fn mkfifo(path: &Path) {
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_fifo_named_as_ini_is_refused_at_once_naming_it() {
+    let dir = TempDir::new().unwrap();
+    let fifo = dir.path().join("evil.fifo");
+    mkfifo(&fifo);
+    let f = fifo.clone();
+    let err = within_5s(move || UwsgiIni::read_named_by_app(&f))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "failed to read {}: is a FIFO, not a regular file",
+            fifo.display()
+        )
+    );
+    // Included, by an app's file or an administrator's: the same.
+    let fifo = dir.path().join("evil.ini");
+    mkfifo(&fifo);
+    let main = dir.path().join("main.ini");
+    fs::write(&main, format!("[uwsgi]\ninclude = {}\n", fifo.display())).unwrap();
+    let m = main.clone();
+    let err = within_5s(move || UwsgiIni::read(&m))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with(
+            "main.ini:2: failed to read the file included here: is a FIFO, not a regular file"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn devices_and_symlinks_named_by_an_app_are_refused() {
+    let dir = TempDir::new().unwrap();
+    let link = dir.path().join("zero.ini");
+    std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+    let err = within_5s(|| UwsgiIni::read_named_by_app(Path::new("/dev/zero")))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "failed to read /dev/zero: is a character device, not a regular file"
+    );
+    let l = link.clone();
+    let err = within_5s(move || UwsgiIni::read_named_by_app(&l))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "failed to read {}: is a symbolic link, not a regular file",
+            link.display()
+        )
+    );
+    // An administrator's path may be a symlink (Debian's apps-enabled);
+    // its target is checked all the same.
+    let err = within_5s(move || UwsgiIni::read(&link))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("is a character device, not a regular file"),
+        "{err}"
+    );
+    let good = dir.path().join("good.ini");
+    fs::write(&good, "[uwsgi]\nmaster\n").unwrap();
+    let enabled = dir.path().join("enabled.ini");
+    std::os::unix::fs::symlink(&good, &enabled).unwrap();
+    assert!(UwsgiIni::read(&enabled).unwrap().flag("master"));
+    assert!(UwsgiIni::read_named_by_app(&enabled).is_err());
+    assert!(UwsgiIni::read_named_by_app(&good).unwrap().flag("master"));
+}
+
+#[test]
+fn an_oversized_ini_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let big = dir.path().join("big.ini");
+    let mut text = b"[uwsgi]\n".to_vec();
+    text.resize(MAX_FILE as usize + 1, b'#');
+    fs::write(&big, &text).unwrap();
+    let err = UwsgiIni::read_named_by_app(&big).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!("failed to read {}: larger than 1 MiB", big.display())
+    );
+    // Files under the cap each, but too much together.
+    text.truncate(MAX_FILE as usize - 100);
+    fs::write(&big, &text).unwrap();
+    let main = dir.path().join("main.ini");
+    let include = format!("include = {}\n", big.display());
+    fs::write(&main, format!("[uwsgi]\n{}", include.repeat(3))).unwrap();
+    let err = UwsgiIni::read(&main).unwrap_err().to_string();
+    assert!(
+        err.ends_with("main.ini:4: failed to read the file included here: with the files read before it, more than 2 MiB"),
+        "{err}"
+    );
+}
+
+#[test]
+fn errors_do_not_say_what_the_line_says() {
+    let dir = TempDir::new().unwrap();
+    let secret = "hunter2-s3cret";
+    for (text, what) in [
+        (
+            format!("[uwsgi]\n[{secret}\n"),
+            "a section header with no closing ']'",
+        ),
+        (
+            format!("[uwsgi]\n= {secret}\n"),
+            "no option name before '='",
+        ),
+        (
+            format!("[uwsgi]\ninclude = /no/{secret}.ini\n"),
+            "failed to read the file included here: No such file or directory (os error 2)",
+        ),
+    ] {
+        let path = dir.path().join("app.ini");
+        fs::write(&path, &text).unwrap();
+        let err = UwsgiIni::read_named_by_app(&path).unwrap_err().to_string();
+        assert_eq!(err, format!("{}:2: {what}", path.display()));
+        assert!(!err.contains(secret), "{err}");
+    }
+    let err = UwsgiIni::read_named_by_app(&dir.path().join("bin.ini"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("No such file or directory (os error 2)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn includes_are_bounded_in_depth_and_number() {
+    let dir = TempDir::new().unwrap();
+    // Each file includes the next one twice: 2^10 files without a bound.
+    for i in 0..10 {
+        let next = format!("include = {}/f{}.ini\n", dir.path().display(), i + 1);
+        fs::write(
+            dir.path().join(format!("f{i}.ini")),
+            format!("[uwsgi]\n{next}{next}"),
+        )
+        .unwrap();
+    }
+    fs::write(dir.path().join("f10.ini"), "[uwsgi]\nmaster\n").unwrap();
+    let err = UwsgiIni::read(&dir.path().join("f0.ini"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("more than 64 files to read: a loop?"), "{err}");
+    let many = "[uwsgi]\n".to_string() + &"a = 1\n".repeat(MAX_ENTRIES + 1);
+    let err = UwsgiIni::parse(Path::new("/x.ini"), &many, "uwsgi")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "/x.ini:10002: more than 10000 options");
+}
+
+#[test]
+fn expansion_is_bounded() {
+    // Each placeholder doubles the one before: 2^40 bytes unbounded.
+    let mut text = format!("[uwsgi]\nk0 = {}\n", "x".repeat(4096));
+    for i in 1..=40 {
+        text += &format!("k{i} = %(k{0})%(k{0})\n", i - 1);
+    }
+    let err = UwsgiIni::parse(Path::new("/x.ini"), &text, "uwsgi")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("add more than 1 MiB"), "{err}");
+    // Empty leaves: no bytes, but 2^40 look-ups.
+    let text = text.replace(&"x".repeat(4096), "");
+    let err = UwsgiIni::parse(Path::new("/x.ini"), &text, "uwsgi")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("more than 10000 look-ups"), "{err}");
+    // A chain of placeholders thousands deep would overflow the stack.
+    let mut text = "[uwsgi]\nk0 = x\n".to_string();
+    for i in 1..5000 {
+        text += &format!("k{i} = %(k{})\n", i - 1);
+    }
+    let err = UwsgiIni::parse(Path::new("/x.ini"), &text, "uwsgi")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "/x.ini:35: placeholders nest deeper than 32");
+    let text = "[uwsgi]\nk0 = x\n".to_string()
+        + &(1..32)
+            .map(|i| format!("k{i} = %(k{})\n", i - 1))
+            .collect::<String>();
+    let ini = UwsgiIni::parse(Path::new("/x.ini"), &text, "uwsgi").unwrap();
+    assert_eq!(ini.get("k31"), Some("x"));
+    // Magic variables: each %p is the file's path.
+    let line = "a = ".to_string() + &"%p".repeat(40_000) + "\n";
+    let text = "[uwsgi]\n".to_string() + &line.repeat(10);
+    let err = UwsgiIni::parse(
+        Path::new("/etc/uwsgi/a-rather-long-name.ini"),
+        &text,
+        "uwsgi",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("add more than 1 MiB"), "{err}");
+}
+
+#[test]
+fn at_file_reads_only_regular_files() {
+    let dir = TempDir::new().unwrap();
+    let fifo = dir.path().join("f.fifo");
+    mkfifo(&fifo);
+    let value = dir.path().join("value");
+    fs::write(&value, "42\n").unwrap();
+    let text = format!(
+        "[uwsgi]\nz = @(/dev/zero)\nf = @({})\nv = @({})\n",
+        fifo.display(),
+        value.display()
+    );
+    let ini = within_5s(move || UwsgiIni::parse(Path::new("/x.ini"), &text, "uwsgi").unwrap());
+    assert_eq!(ini.get("z"), Some("@(/dev/zero)"));
+    assert!(ini.get("f").is_some_and(|v| v.starts_with("@(")));
+    assert_eq!(ini.get("v"), Some("42"));
 }
