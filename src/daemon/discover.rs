@@ -507,6 +507,21 @@ pub(super) fn take_service(
         );
         app.missing_logged = true;
     }
+    // A running unit without a main process (Type=oneshot with
+    // RemainAfterExit, a unit that forked away): no master, so nothing is
+    // ever placed, scaled or reaped for it. Said once per reload.
+    let no_main = info
+        .as_ref()
+        .is_some_and(|s| s.active_state == "active" && s.main_pid == 0);
+    if no_main && !app.missing_logged {
+        tracing::warn!(
+            app = name.as_str(),
+            unit = unit.as_str(),
+            "{unit}, named in {}, is active but has no main PID: there is no master whose workers to manage",
+            app.policy.file.display()
+        );
+        app.missing_logged = true;
+    }
     let running = info.filter(|s| {
         matches!(
             s.active_state.as_str(),

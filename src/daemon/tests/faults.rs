@@ -441,3 +441,40 @@ async fn per_pid_maps_forget_processes_that_are_gone() {
         "a process still there is kept"
     );
 }
+
+#[tokio::test]
+async fn when_the_job_stream_ends_placements_fail_and_are_retried_not_acted_on() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    shop(&h, &d, 2);
+    d.systemd.state.lock().unwrap().faults.jobs_ended = true;
+    full_tick(&mut d).await;
+    assert!(d.apps["shop"].workers.is_empty());
+    assert_eq!(d.apps["shop"].counters.placement_failures, 2);
+    assert_eq!(
+        d.apps["shop"].retry_after.len(),
+        2,
+        "retried later, not in a loop"
+    );
+    assert!(kills(&d).is_empty());
+    assert!(d.signaller.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_active_unit_without_a_main_pid_has_nothing_managed() {
+    let h = Host::new(0.3);
+    let mut d = h.daemon(h.policy("shop", SHOP));
+    shop(&h, &d, 2);
+    d.systemd
+        .state
+        .lock()
+        .unwrap()
+        .services
+        .get_mut("shop.service")
+        .unwrap()
+        .main_pid = 0;
+    full_tick(&mut d).await;
+    assert!(d.apps["shop"].workers.is_empty());
+    assert_eq!(starts(&d), 0);
+    assert!(d.apps["shop"].missing_logged, "said once");
+}
