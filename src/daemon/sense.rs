@@ -291,6 +291,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     /// Makes the current state visible to `status` over D-Bus.
     pub fn publish(&mut self) {
         self.unpublished = false;
+        self.published = Instant::now();
         let view = self.status_view();
         self.shared.lock().unwrap_or_else(|e| e.into_inner()).status = view;
     }

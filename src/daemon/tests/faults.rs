@@ -64,8 +64,9 @@ async fn status_lists_a_worker_placed_since_the_last_sample() {
     )
     .unwrap();
     h.process(new, MASTER, "/system.slice/shop.service");
-    // Placed on one host step, published by the next (100 ms later).
+    // Placed on one host step, published by a later one (within 250 ms).
     fast_tick(&mut d).await;
+    tokio::time::sleep(std::time::Duration::from_millis(260)).await;
     d.host_tick().await;
     let view = d.shared.lock().unwrap().status.clone();
     let app = &view.apps[0];
