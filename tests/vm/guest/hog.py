@@ -4,6 +4,9 @@ writes) memory until host utilisation, 1 - MemAvailable/MemTotal, reaches
 each target in turn, holds there, then goes on to the next.
 
   hog.py 0.70:10 0.85:10     reach 70 %, hold 10 s, reach 85 %, hold 10 s
+  hog.py 0.56:1 +160M:2      reach 56 %, then take 160 MiB more (whatever
+                             is freed meanwhile: a neighbour that does not
+                             chase a target), hold 2 s
   hog.py 900M:60 --ramp-mb-s 60 --floor-mb 0
                              take 900 MiB in all, 60 MiB/s at most, hold
                              60 s (the benchmark's neighbour: it takes what
@@ -39,10 +42,11 @@ def utilisation():
 
 
 def parse_target(text):
-    """A fraction of host memory (0.7), or a total size in MiB (900M)."""
+    """A fraction of host memory (0.7), a total size in MiB (900M), or
+    MiB more than held so far (+160M): (fraction, size, relative)."""
     if text.upper().endswith("M"):
-        return None, int(text[:-1]) << 20
-    return float(text), None
+        return None, int(text.lstrip("+")[:-1]) << 20, text.startswith("+")
+    return float(text), None, False
 
 
 def main():
@@ -58,9 +62,11 @@ def main():
     marked_at = None
     for phase in args.phases:
         target_text, seconds = phase.rsplit(":", 1)
-        fraction, size = parse_target(target_text)
+        fraction, size, relative = parse_target(target_text)
         seconds = float(seconds)
         ramp_from = (time.monotonic(), len(held) * chunk)
+        if relative:
+            size += len(held) * chunk
         end = None
         peak = 0.0
         while end is None or time.monotonic() < end:

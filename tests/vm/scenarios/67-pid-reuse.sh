@@ -68,7 +68,9 @@ aw_restart
 wait_for 10 all_placed shop || fail "shop workers not placed"
 journal_lines | grep -q 'no fork events' || fail "the daemon still has fork events"
 reuse_and_recycle
-assert_match "$out" "is in /system.slice/aw-stranger.service, not in /aw.slice/aw-shop.slice/aw-shop-$stranger.scope: not signalling it" \
+# The pidfd signaller checks the start time first (a worker is PID and
+# start time), then the scope: either refusal names the stranger.
+assert_match "$out" "process $stranger (started at [0-9]+, not at [0-9]+: another process,|is in /system.slice/aw-stranger.service, not in /aw.slice/aw-shop.slice/aw-shop-$stranger.scope:) not signalling it" \
     "refused by the pidfd signaller (the daemon still thought $stranger was its worker)"
 logged=$(journal_lines | grep "recycle worker $stranger of shop: .*refused" | tail -n 1)
 [ -n "$logged" ] || fail "the refused recycle is not in the daemon's journal"

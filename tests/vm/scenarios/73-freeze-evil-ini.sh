@@ -177,6 +177,12 @@ assert_eq "$(refusal)" "cannot tell whether thunder-lock is on: failed to read $
 
 step "another master: /dev/zero, then the FIFO"
 start_evil /dev/zero "$FIFO"
+# The master rewrites its argv only once it has loaded the app, and the
+# daemon reads a master's command line once: a daemon that saw this
+# master start would have judged the ini it really started from. So, as
+# above, the daemon starts after the rewrite.
+aw_restart
+daemon_pid=$(unit_prop "$AW_UNIT" MainPID)
 wait_for 10 refusal_has "/dev/zero: is a character device, not a regular file" ||
     fail "freezing not refused for /dev/zero: '$(refusal)'"
 pass "freeze refused: $(refusal)"
