@@ -176,6 +176,18 @@ fn shop(h: &Host, d: &Daemon<FakeSystemd, RecordingSignaller>, n: u32) -> Vec<u3
     workers
 }
 
+/// The master forks a new worker: it appears in the service cgroup.
+fn respawned(h: &Host, new: u32) {
+    fs::write(
+        h.paths()
+            .cgroup()
+            .join("system.slice/shop.service/cgroup.procs"),
+        format!("{MASTER}\n{STRANGER}\n{new}\n"),
+    )
+    .unwrap();
+    h.process(new, MASTER, "/system.slice/shop.service");
+}
+
 fn scope_cgroup(pid: u32) -> String {
     format!("/aw.slice/aw-shop.slice/aw-shop-{pid}.scope")
 }
@@ -207,14 +219,7 @@ async fn every_worker_gets_its_own_scope_with_the_policy_limits() {
     );
     // A respawned worker is placed on the next fast tick.
     let new = MASTER + 10;
-    fs::write(
-        h.paths()
-            .cgroup()
-            .join("system.slice/shop.service/cgroup.procs"),
-        format!("{MASTER}\n{STRANGER}\n{new}\n"),
-    )
-    .unwrap();
-    h.process(new, MASTER, "/system.slice/shop.service");
+    respawned(&h, new);
     fast_tick(&mut d).await;
     assert!(d.apps["shop"].workers.contains_key(&new));
     assert_eq!(h.procs(&scope_cgroup(new)).trim(), new.to_string());

@@ -2,8 +2,6 @@
 //! reporting a unit as starting or stopping, and the status view between
 //! two samples.
 
-use std::fs;
-
 use proptest::prelude::*;
 
 use super::*;
@@ -45,6 +43,14 @@ fn shop_in_scopes(h: &Host, d: &TestDaemon) -> Vec<u32> {
     workers
 }
 
+/// /proc as the kernel shows the workers once they are in their scopes
+/// (the fake systemd moves them in the cgroup tree only).
+fn in_scopes(h: &Host, workers: &[u32]) {
+    for w in workers {
+        h.process(*w, MASTER, &scope_cgroup(*w));
+    }
+}
+
 fn kills(d: &TestDaemon) -> Vec<String> {
     calls_of(d, "kill")
 }
@@ -56,14 +62,7 @@ async fn status_lists_a_worker_placed_since_the_last_sample() {
     shop(&h, &d, 2);
     full_tick(&mut d).await;
     let new = MASTER + 10;
-    fs::write(
-        h.paths()
-            .cgroup()
-            .join("system.slice/shop.service/cgroup.procs"),
-        format!("{MASTER}\n{STRANGER}\n{new}\n"),
-    )
-    .unwrap();
-    h.process(new, MASTER, "/system.slice/shop.service");
+    respawned(&h, new);
     // Placed on one host step, published by a later one (within 250 ms).
     fast_tick(&mut d).await;
     tokio::time::sleep(std::time::Duration::from_millis(260)).await;
@@ -323,10 +322,7 @@ async fn above_the_upper_bound_a_kill_does_not_wait_for_a_hung_pid_1() {
         let mut d = h.daemon(h.policy("shop", SHOP));
         let workers = shop(&h, &d, 3);
         full_tick(&mut d).await;
-        // As the kernel shows them once in their scopes.
-        for w in &workers {
-            h.process(*w, MASTER, &scope_cgroup(*w));
-        }
+        in_scopes(&h, &workers);
         h.scope_memory(&scope_cgroup(workers[0]), 10 * MB);
         h.scope_memory(&scope_cgroup(workers[1]), 290 * MB);
         h.scope_memory(&scope_cgroup(workers[2]), 200 * MB);
@@ -379,9 +375,7 @@ async fn a_process_that_is_not_the_worker_any_more_is_not_killed_directly() {
     let mut d = h.daemon(h.policy("shop", SHOP));
     let workers = shop(&h, &d, 2);
     full_tick(&mut d).await;
-    for w in &workers {
-        h.process(*w, MASTER, &scope_cgroup(*w));
-    }
+    in_scopes(&h, &workers);
     h.scope_memory(&scope_cgroup(workers[0]), 290 * MB);
     h.scope_memory(&scope_cgroup(workers[1]), 290 * MB);
     full_tick(&mut d).await;
