@@ -64,9 +64,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         if self.engine.is_busy(&worker) {
             return Err(format!("worker {pid} is already being recycled"));
         }
-        let mode = effective_policy(&self.policy, &self.paused, &self.apps)
-            .app(&name)
-            .map_or(Mode::Enforce, |a| a.mode);
+        let mode = self.mode_of(&name);
         self.engine.pending.insert(
             worker.clone(),
             engine::Pending {
@@ -279,14 +277,12 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 // Its master is gone: the worker may not be managed (a
                 // daemon restarted after the crash adopts only workers of
                 // the running master), and is forgotten either way.
-                if let Some(app) = self.apps.get_mut(&worker.app) {
-                    app.workers.remove(&worker.pid);
-                }
-                let cgroup = format!(
-                    "{}/{}",
-                    crate::systemd::slice_cgroup(&worker.app),
-                    worker.scope
-                );
+                let app = self
+                    .apps
+                    .get_mut(&worker.app)
+                    .ok_or("app is no longer managed")?;
+                app.workers.remove(&worker.pid);
+                let cgroup = app.scope_cgroup(&worker.scope);
                 // Gone already: what was asked for is done.
                 self.kill_scope(&worker.scope, &cgroup).await.map(|_| ())
             }

@@ -247,16 +247,15 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     /// the worker's PID after it died (or none). It is not the daemon's to
     /// signal: its limits are lifted, it is left alone, and it is said.
     fn placed_wrong_process(&mut self, name: &str, spec: &crate::systemd::ScopeSpec, alive: bool) {
+        let pid = spec.pid;
+        let limited = spec.memory_high.is_some() || spec.memory_max.is_some();
         if let Some(app) = self.apps.get_mut(name) {
             app.counters.placement_failures += 1;
-        }
-        let pid = spec.pid;
-        if alive && (spec.memory_high.is_some() || spec.memory_max.is_some()) {
-            if let Some(app) = self.apps.get_mut(name) {
+            if alive && limited {
                 app.limits_lift.insert(spec.name.clone());
             }
-            self.pump_limits();
         }
+        self.pump_limits();
         tracing::error!(
             app = name,
             worker_pid = pid,
@@ -300,21 +299,31 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         }
     }
 
+    /// The worker scopes in the app's slice, with their cgroups; `None`
+    /// when the slice cannot be read.
+    fn worker_scopes(&self, name: &str) -> Option<Vec<(String, String)>> {
+        let slice = slice_cgroup(name);
+        let prefix = format!("aw-{}-", escape(name));
+        let children = self.cgroups.children(&slice).ok()?;
+        let scopes = children
+            .into_iter()
+            .filter(|c| c.starts_with(&prefix) && c.ends_with(".scope"))
+            .map(|scope| {
+                let cgroup = format!("{slice}/{scope}");
+                (scope, cgroup)
+            })
+            .collect();
+        Some(scopes)
+    }
+
     /// Every process in the app's worker scopes, and where its parent is;
     /// `None` when the slice cannot be read.
     fn scope_processes(&self, name: &str) -> Option<Vec<orphans::ScopeProcess>> {
         let app = self.apps.get(name)?;
         let master = Some(app.unit_main_pid).filter(|p| *p != 0);
         let service = app.service.as_ref().map(|s| s.control_group.as_str());
-        let slice = slice_cgroup(name);
-        let children = self.cgroups.children(&slice).ok()?;
-        let prefix = format!("aw-{}-", escape(name));
         let mut out = Vec::new();
-        for scope in children
-            .iter()
-            .filter(|c| c.starts_with(&prefix) && c.ends_with(".scope"))
-        {
-            let cgroup = format!("{slice}/{scope}");
+        for (scope, cgroup) in self.worker_scopes(name)? {
             for pid in self.cgroups.procs(&cgroup).unwrap_or_default() {
                 let Ok(stat) = self.procfs.pid_stat(pid) else {
                     continue;
@@ -353,19 +362,17 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         let Some(master) = app.master() else {
             return;
         };
-        let slice = slice_cgroup(name);
-        let Ok(children) = self.cgroups.children(&slice) else {
+        let Some(scopes) = self.worker_scopes(name) else {
             return;
         };
-        let prefix = format!("aw-{}-", escape(name));
         // The scopes of managed workers are not read again: with 1,000
         // workers that was 1,000 files a second.
         let managed: BTreeSet<&str> = app.workers.values().map(|w| w.scope.as_str()).collect();
         let mut adopted = Vec::new();
-        for scope in children.iter().filter(|c| {
-            c.starts_with(&prefix) && c.ends_with(".scope") && !managed.contains(c.as_str())
-        }) {
-            let cgroup = format!("{slice}/{scope}");
+        for (scope, cgroup) in scopes
+            .into_iter()
+            .filter(|(scope, _)| !managed.contains(scope.as_str()))
+        {
             for pid in self.cgroups.procs(&cgroup).unwrap_or_default() {
                 // Managed already, or being placed (systemd made the
                 // scope; its answer is on the way).
