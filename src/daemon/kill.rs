@@ -44,6 +44,12 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             .is_some_and(|t| std::time::Instant::now() < t)
     }
 
+    /// systemd just timed out: not waited for again for STUCK_FOR.
+    fn mark_stuck(&self) {
+        let until = std::time::Instant::now() + STUCK_FOR;
+        self.stuck_until.set(Some(until));
+    }
+
     /// A call to systemd bounded in time, its timeout said in words; not
     /// made at all while systemd is stuck.
     pub(super) async fn ask<T, E: std::fmt::Display>(
@@ -60,8 +66,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         match tokio::time::timeout(deadline, call).await {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => {
-                self.stuck_until
-                    .set(Some(std::time::Instant::now() + STUCK_FOR));
+                self.mark_stuck();
                 Err(format!("systemd did not {what} within {deadline:?}"))
             }
         }
@@ -85,8 +90,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             Some(Ok(Err(e))) if e.is_gone() => return Ok(false),
             Some(Ok(Err(e))) => e.to_string(),
             Some(Err(_)) => {
-                self.stuck_until
-                    .set(Some(std::time::Instant::now() + STUCK_FOR));
+                self.mark_stuck();
                 format!("systemd did not answer within {KILL_DEADLINE:?}")
             }
             None => "systemd did not answer lately".to_owned(),

@@ -137,10 +137,7 @@ mod tests {
 
     #[test]
     fn refuses_a_process_that_started_at_another_time() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = sleeper();
         let pid = child.id();
         let s = real();
         let cgroup = s.procfs.pid_cgroup(pid).unwrap();
@@ -153,6 +150,14 @@ mod tests {
         child.wait().unwrap();
     }
 
+    /// A process of this test's own to signal.
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap()
+    }
+
     fn real() -> PidfdSignaller {
         PidfdSignaller {
             procfs: ProcFs::new(&HostPaths::system()),
@@ -161,10 +166,7 @@ mod tests {
 
     #[test]
     fn refuses_a_process_outside_the_expected_cgroup() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = sleeper();
         let pid = child.id();
         let e = real()
             .signal_in_cgroup(
@@ -183,10 +185,7 @@ mod tests {
 
     #[test]
     fn signals_a_process_in_the_expected_cgroup() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = sleeper();
         let pid = child.id();
         let s = real();
         let cgroup = s.procfs.pid_cgroup(pid).unwrap();

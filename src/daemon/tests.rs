@@ -1124,14 +1124,7 @@ async fn workers_that_outlived_their_master_have_their_scopes_killed() {
     .unwrap();
     let new_master = MASTER + 50;
     h.process(new_master, 1, "/system.slice/shop.service");
-    d.systemd
-        .state
-        .lock()
-        .unwrap()
-        .services
-        .get_mut("shop.service")
-        .unwrap()
-        .main_pid = new_master;
+    d.systemd.set_main_pid("shop.service", new_master);
     full_tick(&mut d).await;
     let kills = calls_of(&d, "kill");
     assert_eq!(

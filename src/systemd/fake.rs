@@ -107,6 +107,13 @@ impl FakeSystemd {
         }
     }
 
+    /// Sets the main PID systemd reports for a service (0: none).
+    pub fn set_main_pid(&self, unit: &str, pid: u32) {
+        if let Some(s) = self.lock().services.get_mut(unit) {
+            s.main_pid = pid;
+        }
+    }
+
     /// Applies the faults set for `method`, after recording the call.
     async fn fault(&self, method: &'static str, unit: &str) -> Result<(), SystemdError> {
         let (hang, fail, time_out) = {

@@ -145,14 +145,7 @@ async fn orphans_of_a_crashed_master_wait_for_systemd_and_obey_pause() {
         h.process(*w, 1, &scope_cgroup(*w));
     }
     d.systemd.set_state("shop.service", "activating");
-    d.systemd
-        .state
-        .lock()
-        .unwrap()
-        .services
-        .get_mut("shop.service")
-        .unwrap()
-        .main_pid = 0;
+    d.systemd.set_main_pid("shop.service", 0);
     full_tick(&mut d).await;
     assert!(kills(&d).is_empty(), "while activating: {:?}", kills(&d));
     // Paused: the decision is logged, nothing is done.
@@ -460,14 +453,7 @@ async fn an_active_unit_without_a_main_pid_has_nothing_managed() {
     let h = Host::new(0.3);
     let mut d = h.daemon(h.policy("shop", SHOP));
     shop(&h, &d, 2);
-    d.systemd
-        .state
-        .lock()
-        .unwrap()
-        .services
-        .get_mut("shop.service")
-        .unwrap()
-        .main_pid = 0;
+    d.systemd.set_main_pid("shop.service", 0);
     full_tick(&mut d).await;
     assert!(d.apps["shop"].workers.is_empty());
     assert_eq!(starts(&d), 0);
