@@ -3,15 +3,18 @@
 
   flood.py --port 9464 --connections 5000 --hold 20 [--reopen-rate 200]
 
-Opens CONNECTIONS TCP connections to 127.0.0.1:PORT and holds them for
-HOLD seconds, then closes them all and exits. Each one sends the start of
+Opens CONNECTIONS TCP connections to 127.0.0.1:PORT and, once every one
+has been asked for, holds them for HOLD seconds, then closes them all and
+exits (the hold counts from then, so that a slow machine that takes long
+to open them still gets the whole hold). Each one sends the start of
 a request and then, while the server keeps it, one more header byte a
 second: a slowloris that never finishes its headers. With --reopen-rate,
 a connection the server closed is replaced, at most that many a second in
 all, so that the server faces CONNECTIONS all along.
 
 Loopback only, python3's standard library only, and bounded in time: it
-exits by HOLD + 10 s whatever happens. Prints JSON lines on stdout: one
+stops opening after OPEN_WITHIN seconds (default 60) and exits by
+OPEN_WITHIN + HOLD + 10 s whatever happens. Prints JSON lines on stdout: one
 when every connection has been asked for ({"event": "started"}), one at
 the end with what the server did ({"event": "end"}):
 
@@ -136,16 +139,18 @@ def main():
     p.add_argument("--connections", type=int, default=5000)
     p.add_argument("--hold", type=float, default=20.0)
     p.add_argument("--reopen-rate", type=float, default=0.0)
+    p.add_argument("--open-within", type=float, default=60.0)
     a = p.parse_args()
     if not ipaddress.ip_address(a.host).is_loopback:
         sys.exit("flood.py: loopback addresses only")
     raise_nofile(a.connections + 64)
 
     start = time.monotonic()
-    deadline = start + a.hold
-    hard_stop = deadline + 10
+    open_by = start + a.open_within
     f = Flood(a.host, a.port)
     for _ in range(a.connections):
+        if time.monotonic() >= open_by:
+            break
         f.open_one(time.monotonic())
         # Take in what the server already said, so as not to hold what it
         # closed (and never more than --connections at once).
@@ -154,6 +159,8 @@ def main():
     print(json.dumps({"event": "started", "uid": os.geteuid(), "connections": len(f.conns),
                       "after_s": round(time.monotonic() - start, 2), **f.counts}), flush=True)
 
+    deadline = time.monotonic() + a.hold
+    hard_stop = deadline + 10
     next_trickle = time.monotonic() + 1
     budget, budget_at = 0.0, time.monotonic()
     while True:
@@ -177,7 +184,7 @@ def main():
     for c in list(f.conns):
         f.sel.unregister(c.sock)
         c.sock.close()
-    print(json.dumps({"event": "end", "uid": os.geteuid(), "held_s": round(time.monotonic() - start, 2),
+    print(json.dumps({"event": "end", "uid": os.geteuid(), "held_s": round(time.monotonic() - (deadline - a.hold), 2),
                       "open_at_end": open_at_end, "silent_max_s": round(f.silent_max, 2), **f.counts}),
           flush=True)
 
