@@ -7,6 +7,11 @@
 //! socket and one receive buffer are reused, and the kernel is asked for
 //! LISTEN sockets only.
 //!
+//! It also lists the server ends of accepted connections
+//! ([`SockDiag::connections_into`]), so that a connection can be told
+//! apart from one still waiting in the accept queue, and matched to the
+//! listener it came from with [`accepted_on`].
+//!
 //! Messages are encoded and decoded by netlink-packet-sock-diag; the socket
 //! itself is plain rustix, which already has netlink addresses and a
 //! `recv` that reports truncation (netlink-sys would add the `bytes` crate
@@ -23,7 +28,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_packet_sock_diag::constants::{
-    AF_INET, AF_INET6, IPPROTO_TCP, SOCK_STREAM, TCP_LISTEN,
+    AF_INET, AF_INET6, IPPROTO_TCP, SOCK_STREAM, TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_LISTEN,
 };
 use netlink_packet_sock_diag::inet::{self, ExtensionFlags, InetRequest, InetResponse, SocketId};
 use netlink_packet_sock_diag::unix::nlas::{Nla as UnixNla, UnixDiagName};
@@ -74,6 +79,17 @@ pub struct Listener {
     pub max: u32,
 }
 
+/// A client connection a server accepted: the server's end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The socket's inode, as in `/proc/PID/fd/N -> socket:[inode]`.
+    pub inode: u64,
+    /// Its local address: for TCP the address and port it was accepted
+    /// on; for unix the listener's path (an accepted unix socket carries
+    /// its listener's name).
+    pub local: ListenAddr,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ListenAddr {
     Tcp(SocketAddr),
@@ -88,9 +104,15 @@ pub enum ListenAddr {
 /// Which dump a request is, for errors and for decoding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Dump {
+    /// LISTEN sockets.
     Tcp4,
     Tcp6,
     Unix,
+    /// Connected TCP sockets whose local port is this one.
+    Tcp4Conns(u16),
+    Tcp6Conns(u16),
+    /// Connected unix stream sockets.
+    UnixConns,
 }
 
 impl Dump {
@@ -99,29 +121,78 @@ impl Dump {
             Dump::Tcp4 => "TCP/IPv4 listeners",
             Dump::Tcp6 => "TCP/IPv6 listeners",
             Dump::Unix => "unix stream listeners",
+            Dump::Tcp4Conns(_) => "TCP/IPv4 connections",
+            Dump::Tcp6Conns(_) => "TCP/IPv6 connections",
+            Dump::UnixConns => "unix stream connections",
         }
     }
 
     fn request(self) -> SockDiagMessage {
-        let inet = |family, socket_id| {
+        let inet = |family, states, socket_id| {
             SockDiagMessage::InetRequest(InetRequest {
                 family,
                 protocol: IPPROTO_TCP,
                 extensions: ExtensionFlags::empty(),
-                states: inet::StateFlags::LISTEN,
+                states,
                 socket_id,
             })
         };
-        match self {
-            Dump::Tcp4 => inet(AF_INET, SocketId::new_v4()),
-            Dump::Tcp6 => inet(AF_INET6, SocketId::new_v6()),
-            Dump::Unix => SockDiagMessage::UnixRequest(UnixRequest {
-                state_flags: unix::StateFlags::LISTEN,
+        // A non-zero source port makes the kernel skip every socket with
+        // another local port (inet_diag_dump_icsk), so a busy host's
+        // outgoing connections are not copied out ten times a second.
+        let on_port = |port, id| SocketId {
+            source_port: port,
+            ..id
+        };
+        // CLOSE_WAIT: the client has closed its end but the server has
+        // not yet closed its own, so a worker still holds it.
+        let connected = inet::StateFlags::ESTABLISHED | inet::StateFlags::CLOSE_WAIT;
+        let unix = |state_flags, show_flags| {
+            SockDiagMessage::UnixRequest(UnixRequest {
+                state_flags,
                 inode: 0,
-                show_flags: ShowFlags::NAME | ShowFlags::RQLEN,
+                show_flags,
                 cookie: [0; 8],
-            }),
+            })
+        };
+        match self {
+            Dump::Tcp4 => inet(AF_INET, inet::StateFlags::LISTEN, SocketId::new_v4()),
+            Dump::Tcp6 => inet(AF_INET6, inet::StateFlags::LISTEN, SocketId::new_v6()),
+            Dump::Unix => unix(unix::StateFlags::LISTEN, ShowFlags::NAME | ShowFlags::RQLEN),
+            Dump::Tcp4Conns(port) => inet(AF_INET, connected, on_port(port, SocketId::new_v4())),
+            Dump::Tcp6Conns(port) => inet(AF_INET6, connected, on_port(port, SocketId::new_v6())),
+            Dump::UnixConns => unix(unix::StateFlags::ESTABLISHED, ShowFlags::NAME),
         }
+    }
+}
+
+/// What the messages of a dump decode into, so that listeners and
+/// connections share the request and receive loop.
+trait Entry: Sized {
+    /// `None` for a socket the dump does not list.
+    fn from_inet(dump: Dump, r: &InetResponse) -> Option<Self>;
+    /// As [`Entry::from_inet`]; an error for a reply the kernel should not
+    /// have sent (an attribute the request asked for is missing).
+    fn from_unix(dump: Dump, r: &UnixResponse) -> Result<Option<Self>, String>;
+}
+
+impl Entry for Listener {
+    fn from_inet(_: Dump, r: &InetResponse) -> Option<Self> {
+        tcp_listener(r)
+    }
+
+    fn from_unix(_: Dump, r: &UnixResponse) -> Result<Option<Self>, String> {
+        unix_listener(r)
+    }
+}
+
+impl Entry for Connection {
+    fn from_inet(dump: Dump, r: &InetResponse) -> Option<Self> {
+        tcp_connection(dump, r)
+    }
+
+    fn from_unix(_: Dump, r: &UnixResponse) -> Result<Option<Self>, String> {
+        Ok(unix_connection(r))
     }
 }
 
@@ -175,7 +246,38 @@ impl SockDiag {
         Ok(())
     }
 
-    fn dump(&mut self, dump: Dump, out: &mut Vec<Listener>) -> Result<(), BacklogError> {
+    /// The server ends of accepted connections: TCP sockets in
+    /// ESTABLISHED or CLOSE_WAIT whose local port is one of `tcp_ports`
+    /// (IPv4 and IPv6, one dump per port and family, which the kernel
+    /// filters by port), and, when `unix` is true, connected unix stream
+    /// sockets that have a name. A unix socket's name is its listener's
+    /// for a socket accept(2) returned, and none for a client's end unless
+    /// the client bound one itself. Sockets with inode 0 are left out: they
+    /// wait in an accept queue, and nobody has accepted them yet. `out` is
+    /// cleared first.
+    pub fn connections_into(
+        &mut self,
+        tcp_ports: &[u16],
+        unix: bool,
+        out: &mut Vec<Connection>,
+    ) -> Result<(), BacklogError> {
+        out.clear();
+        for &port in tcp_ports {
+            // Port 0 in the request would mean any port.
+            if port == 0 {
+                continue;
+            }
+            for dump in [Dump::Tcp4Conns(port), Dump::Tcp6Conns(port)] {
+                self.dump(dump, out)?;
+            }
+        }
+        if unix {
+            self.dump(Dump::UnixConns, out)?;
+        }
+        Ok(())
+    }
+
+    fn dump<T: Entry>(&mut self, dump: Dump, out: &mut Vec<T>) -> Result<(), BacklogError> {
         let what = dump.what();
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
@@ -224,14 +326,14 @@ enum Step {
     Done,
 }
 
-/// Decodes one datagram of a dump reply, appending listeners. Messages
-/// with another sequence number are the rest of an earlier dump that was
-/// cut short by an error, and are skipped.
-fn parse_datagram(
+/// Decodes one datagram of a dump reply, appending listeners or
+/// connections. Messages with another sequence number are the rest of an
+/// earlier dump that was cut short by an error, and are skipped.
+fn parse_datagram<T: Entry>(
     dump: Dump,
     seq: u32,
     mut bytes: &[u8],
-    out: &mut Vec<Listener>,
+    out: &mut Vec<T>,
 ) -> Result<Step, BacklogError> {
     let what = dump.what();
     let parse_err = |detail: String| BacklogError::Parse { what, detail };
@@ -257,13 +359,13 @@ fn parse_datagram(
                 });
             }
             NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(r)) => {
-                if let Some(l) = tcp_listener(&r) {
-                    out.push(l);
+                if let Some(e) = T::from_inet(dump, &r) {
+                    out.push(e);
                 }
             }
             NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) => {
-                if let Some(l) = unix_listener(&r).map_err(parse_err)? {
-                    out.push(l);
+                if let Some(e) = T::from_unix(dump, &r).map_err(parse_err)? {
+                    out.push(e);
                 }
             }
             _ => {}
@@ -276,24 +378,24 @@ fn align4(len: usize) -> usize {
     (len + 3) & !3
 }
 
+/// The socket's local address.
+fn inet_local(r: &InetResponse) -> SocketAddr {
+    let id = &r.header.socket_id;
+    match id.source_address {
+        IpAddr::V6(ip) => SocketAddr::V6(SocketAddrV6::new(ip, id.source_port, 0, id.interface_id)),
+        ip => SocketAddr::new(ip, id.source_port),
+    }
+}
+
 fn tcp_listener(r: &InetResponse) -> Option<Listener> {
     let h = &r.header;
     if h.state != TCP_LISTEN {
         return None;
     }
-    let addr = match h.socket_id.source_address {
-        IpAddr::V6(ip) => SocketAddr::V6(SocketAddrV6::new(
-            ip,
-            h.socket_id.source_port,
-            0,
-            h.socket_id.interface_id,
-        )),
-        ip => SocketAddr::new(ip, h.socket_id.source_port),
-    };
     // For a listener, rqueue is the accept queue and wqueue its maximum.
     Some(Listener {
         inode: h.inode.into(),
-        addr: ListenAddr::Tcp(addr),
+        addr: ListenAddr::Tcp(inet_local(r)),
         queue: h.recv_queue,
         max: h.send_queue,
     })
@@ -312,17 +414,86 @@ fn unix_listener(r: &UnixResponse) -> Result<Option<Listener>, String> {
             _ => None,
         })
         .ok_or_else(|| format!("unix socket {} has no UNIX_DIAG_RQLEN", h.inode))?;
-    let addr = match r.name() {
-        Some(UnixDiagName::Pathname(p)) => ListenAddr::Unix(Some(PathBuf::from(p))),
-        Some(UnixDiagName::Abstract(name)) => ListenAddr::UnixAbstract(name.clone()),
-        None => ListenAddr::Unix(None),
-    };
     Ok(Some(Listener {
         inode: h.inode.into(),
-        addr,
+        addr: unix_name(r).unwrap_or(ListenAddr::Unix(None)),
         queue,
         max,
     }))
+}
+
+/// The unix socket's name, if it has one.
+fn unix_name(r: &UnixResponse) -> Option<ListenAddr> {
+    match r.name()? {
+        UnixDiagName::Pathname(p) => Some(ListenAddr::Unix(Some(PathBuf::from(p)))),
+        UnixDiagName::Abstract(name) => Some(ListenAddr::UnixAbstract(name.clone())),
+    }
+}
+
+/// An accepted TCP connection of a [`Dump::Tcp4Conns`] or
+/// [`Dump::Tcp6Conns`] dump. The state and port are checked again, as the
+/// kernel's own filter is only an optimisation here.
+fn tcp_connection(dump: Dump, r: &InetResponse) -> Option<Connection> {
+    let (Dump::Tcp4Conns(port) | Dump::Tcp6Conns(port)) = dump else {
+        return None;
+    };
+    let h = &r.header;
+    let connected = h.state == TCP_ESTABLISHED || h.state == TCP_CLOSE_WAIT;
+    // Inode 0: no struct socket yet, the connection is still in the accept
+    // queue.
+    if !connected || h.inode == 0 || h.socket_id.source_port != port {
+        return None;
+    }
+    Some(Connection {
+        inode: h.inode.into(),
+        local: ListenAddr::Tcp(inet_local(r)),
+    })
+}
+
+/// A connected, named unix stream socket with an inode: one accept(2)
+/// returned (or a client that bound a name of its own before connecting,
+/// which sock_diag cannot tell apart).
+fn unix_connection(r: &UnixResponse) -> Option<Connection> {
+    let h = &r.header;
+    if h.state != TCP_ESTABLISHED || h.kind != SOCK_STREAM || h.inode == 0 {
+        return None;
+    }
+    Some(Connection {
+        inode: h.inode.into(),
+        local: unix_name(r)?,
+    })
+}
+
+/// Whether `conn`, a [`Connection`]'s local address, was accepted on a
+/// listener bound to `listener`.
+///
+/// TCP: the same port, and the listener's address either equal to the
+/// connection's or unspecified, with v4-mapped IPv6 addresses taken in
+/// their IPv4 form. A 0.0.0.0 listener accepts IPv4 only. A [::] listener
+/// accepts IPv6 and, unless IPV6_V6ONLY, IPv4 clients too, but their
+/// sockets are AF_INET6 with a v4-mapped address: an AF_INET connection is
+/// never a [::] listener's, it belongs to a 0.0.0.0 one beside a V6ONLY
+/// [::] listener on the same port. Scope ids are not compared.
+///
+/// Unix: the same path, or the same abstract name; an unnamed listener
+/// has no connections to match. Anything else is false.
+pub fn accepted_on(listener: &ListenAddr, conn: &ListenAddr) -> bool {
+    match (listener, conn) {
+        (ListenAddr::Tcp(l), ListenAddr::Tcp(c)) => {
+            if l.port() != c.port() {
+                return false;
+            }
+            let conn_ip = c.ip().to_canonical();
+            match l.ip() {
+                IpAddr::V4(ip) if ip.is_unspecified() => conn_ip.is_ipv4(),
+                IpAddr::V6(ip) if ip.is_unspecified() => c.is_ipv6(),
+                ip => ip.to_canonical() == conn_ip,
+            }
+        }
+        (ListenAddr::Unix(Some(l)), ListenAddr::Unix(Some(c))) => l == c,
+        (ListenAddr::UnixAbstract(l), ListenAddr::UnixAbstract(c)) => l == c,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
