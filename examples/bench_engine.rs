@@ -61,6 +61,7 @@ fn snapshot(now: Duration) -> Snapshot {
                     age: Duration::from_secs(60 + next() % 3600),
                     frozen: false,
                     idle: Some(next() % 3 == 0),
+                    connections: None,
                 })
                 .collect(),
             backlog: Some(engine::Backlog {
@@ -69,6 +70,7 @@ fn snapshot(now: Duration) -> Snapshot {
             }),
             stopped_slots: 0,
             unsampled: 0,
+            concurrency: None,
         })
         .collect();
     Snapshot {

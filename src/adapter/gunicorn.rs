@@ -12,3 +12,219 @@ pub fn scale(up: bool) -> ScaleMechanism {
         signal: if up { libc::SIGTTIN } else { libc::SIGTTOU },
     }
 }
+
+/// gunicorn's worker classes, as far as scaling cares: how a worker takes
+/// its connections.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerClass {
+    /// One request at a time; the rest wait in the accept queue.
+    Sync,
+    /// A thread pool; the main thread accepts up to `worker_connections`
+    /// and queues them for the threads.
+    Gthread,
+    Gevent,
+    Eventlet,
+    Tornado,
+    /// `uvicorn.workers.UvicornWorker` and its H11 variant (ASGI).
+    Uvicorn,
+    /// A class this does not know, as given.
+    Other(String),
+}
+
+impl WorkerClass {
+    fn from_name(name: &str) -> Self {
+        let n = name.to_ascii_lowercase();
+        if n.contains("uvicorn") {
+            Self::Uvicorn
+        } else if n.contains("gthread") || n.ends_with("threadworker") {
+            Self::Gthread
+        } else if n.contains("gevent") {
+            Self::Gevent
+        } else if n.contains("eventlet") {
+            Self::Eventlet
+        } else if n.contains("tornado") {
+            Self::Tornado
+        } else if n == "sync" || n.ends_with("sync") || n.ends_with("syncworker") {
+            Self::Sync
+        } else {
+            Self::Other(name.to_string())
+        }
+    }
+
+    /// Whether a worker of this class empties the accept queue at once,
+    /// whatever it can serve: then the queue stays near 0 under any load.
+    pub fn accepts_eagerly(&self) -> bool {
+        !matches!(self, Self::Sync | Self::Other(_))
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Sync => "sync",
+            Self::Gthread => "gthread",
+            Self::Gevent => "gevent",
+            Self::Eventlet => "eventlet",
+            Self::Tornado => "tornado",
+            Self::Uvicorn => "uvicorn",
+            Self::Other(name) => name,
+        }
+    }
+}
+
+/// gunicorn's default `--worker-connections`.
+pub const DEFAULT_WORKER_CONNECTIONS: u32 = 1000;
+
+/// How a gunicorn arbiter's workers serve, from its command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workers {
+    pub class: WorkerClass,
+    /// `--threads` (gthread's pool size).
+    pub threads: u32,
+    /// `--worker-connections`: the most clients one gthread or async worker
+    /// holds at once.
+    pub worker_connections: u32,
+}
+
+impl Workers {
+    /// Reads `-k`/`--worker-class`, `--threads` and `--worker-connections`
+    /// from the arbiter's argv, in either `--opt value` or `--opt=value`
+    /// form. A config file or GUNICORN_CMD_ARGS is not read: a policy
+    /// that depends on one names `load` and `concurrency` itself.
+    pub fn from_argv(argv: &[String]) -> Self {
+        let mut class = None;
+        let mut threads = 1;
+        let mut conns = DEFAULT_WORKER_CONNECTIONS;
+        let mut args = argv.iter().skip(1);
+        while let Some(arg) = args.next() {
+            let (key, inline) = match arg.split_once('=') {
+                Some((k, v)) if k.starts_with("--") => (k, Some(v.to_string())),
+                _ => match arg
+                    .strip_prefix("-k")
+                    .filter(|v| !v.is_empty() && !arg.starts_with("--"))
+                {
+                    Some(v) => ("-k", Some(v.to_string())),
+                    None => (arg.as_str(), None),
+                },
+            };
+            if !matches!(
+                key,
+                "-k" | "--worker-class" | "--threads" | "--worker-connections"
+            ) {
+                continue;
+            }
+            let Some(value) = inline.or_else(|| args.next().cloned()) else {
+                break;
+            };
+            match key {
+                "-k" | "--worker-class" => class = Some(WorkerClass::from_name(&value)),
+                "--threads" => threads = value.parse().unwrap_or(threads),
+                _ => conns = value.parse().unwrap_or(conns),
+            }
+        }
+        // gunicorn runs sync workers with more than one thread as gthread.
+        let class = match class.unwrap_or(WorkerClass::Sync) {
+            WorkerClass::Sync if threads > 1 => WorkerClass::Gthread,
+            c => c,
+        };
+        Self {
+            class,
+            threads: threads.max(1),
+            worker_connections: conns.max(1),
+        }
+    }
+
+    /// What one worker serves at once: 1 for sync, its threads for
+    /// gthread, `--worker-connections` for the async classes.
+    pub fn concurrency(&self) -> u32 {
+        match self.class {
+            WorkerClass::Sync | WorkerClass::Other(_) => 1,
+            WorkerClass::Gthread => self.threads,
+            _ => self.worker_connections,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(line: &str) -> Vec<String> {
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn reads_the_worker_class_and_its_sizes() {
+        let cases = [
+            ("/usr/bin/gunicorn app:app", WorkerClass::Sync, 1, 1),
+            (
+                "gunicorn -k gthread --threads 4 app:app",
+                WorkerClass::Gthread,
+                4,
+                4,
+            ),
+            (
+                "gunicorn --worker-class=gthread --threads=8 app",
+                WorkerClass::Gthread,
+                8,
+                8,
+            ),
+            ("gunicorn --threads 3 app", WorkerClass::Gthread, 3, 3),
+            (
+                "gunicorn -kgevent --worker-connections 200 a",
+                WorkerClass::Gevent,
+                1,
+                200,
+            ),
+            (
+                "gunicorn -k uvicorn.workers.UvicornWorker a",
+                WorkerClass::Uvicorn,
+                1,
+                1000,
+            ),
+            (
+                "gunicorn -k egg:gunicorn#eventlet a",
+                WorkerClass::Eventlet,
+                1,
+                1000,
+            ),
+            (
+                "gunicorn --worker-class gunicorn.workers.sync.SyncWorker a",
+                WorkerClass::Sync,
+                1,
+                1,
+            ),
+            (
+                "gunicorn -k mypkg.Custom a",
+                WorkerClass::Other("mypkg.Custom".into()),
+                1,
+                1,
+            ),
+            // A bad number keeps the default; a missing value is ignored.
+            (
+                "gunicorn -k gthread --threads lots a",
+                WorkerClass::Gthread,
+                1,
+                1,
+            ),
+            ("gunicorn --threads", WorkerClass::Sync, 1, 1),
+        ];
+        for (line, class, threads, concurrency) in cases {
+            let w = Workers::from_argv(&argv(line));
+            assert_eq!(w.class, class, "{line}");
+            assert_eq!(w.threads, threads, "{line}");
+            assert_eq!(w.concurrency(), concurrency, "{line}");
+        }
+    }
+
+    #[test]
+    fn only_classes_that_queue_inside_accept_eagerly() {
+        assert!(!WorkerClass::Sync.accepts_eagerly());
+        assert!(!WorkerClass::Other("x".into()).accepts_eagerly());
+        for c in [
+            WorkerClass::Gthread,
+            WorkerClass::Gevent,
+            WorkerClass::Uvicorn,
+        ] {
+            assert!(c.accepts_eagerly(), "{c:?}");
+        }
+    }
+}

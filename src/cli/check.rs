@@ -1,14 +1,18 @@
 //! `adaptive-workers check`: validate the policy, print the effective one.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::adapter::gunicorn;
 use crate::cgroup::CgroupFs;
+use crate::engine::scaling::load_plan;
 use crate::paths::HostPaths;
 use crate::policy::uwsgi_ini::{UwsgiIni, cheaper_manual_problem, freeze_is_unsafe};
-use crate::policy::{self, AppPolicy, ScaleDown, ServerKind};
+use crate::policy::{self, AppPolicy, LoadSignal, ScaleDown, ServerKind};
+use crate::procfs::ProcFs;
 use crate::systemd::Systemd;
 use crate::systemd::dbus::DbusSystemd;
 
@@ -25,16 +29,23 @@ pub fn run(root: &Path) -> ExitCode {
             warnings.extend(p.apps.iter().flat_map(|a| scaling_warnings(&paths, a)));
             // Under --root the policies are for another host, whose units
             // this host's systemd does not know.
-            let mut note = None;
+            let mut notes = Vec::new();
+            let mut main_pids = BTreeMap::new();
             if paths.is_system() && !p.apps.is_empty() {
-                let (w, n) = ask_systemd(&p.apps);
+                let (w, n) = ask_systemd(&p.apps, &mut main_pids);
                 warnings.extend(w);
-                note = n;
+                notes.extend(n);
+            }
+            for app in &p.apps {
+                let pid = main_pids.get(&app.name).copied();
+                let (note, warning) = scaling_signal(&paths, app, pid);
+                notes.extend(note);
+                warnings.extend(warning);
             }
             for w in warnings {
                 eprintln!("warning: {w}");
             }
-            if let Some(n) = note {
+            for n in notes {
                 eprintln!("note: {n}");
             }
             ExitCode::SUCCESS
@@ -86,6 +97,53 @@ fn scaling_warnings(paths: &HostPaths, app: &AppPolicy) -> Vec<String> {
     w
 }
 
+/// What an app's scaling will follow and why (the engine's own
+/// [`load_plan`]), from the running arbiter's command line when systemd
+/// named one; and a warning where gunicorn's own sizes would make the
+/// connection signal blind (async workers serve up to 1,000 at once).
+fn scaling_signal(
+    paths: &HostPaths,
+    app: &AppPolicy,
+    main_pid: Option<u32>,
+) -> (Option<String>, Option<String>) {
+    let Some(sp) = &app.scaling else {
+        return (None, None);
+    };
+    let file = app.file.display();
+    let workers = main_pid
+        .filter(|p| *p != 0 && app.server == ServerKind::Gunicorn)
+        .and_then(|pid| ProcFs::new(paths).pid_cmdline(pid).ok())
+        .map(|argv| gunicorn::Workers::from_argv(&argv));
+    if app.server == ServerKind::Gunicorn && sp.load == LoadSignal::Auto && workers.is_none() {
+        let note = format!(
+            "{file}: scaling follows the connections each worker holds for gunicorn's gthread, gevent, eventlet, tornado and uvicorn workers, the accept queue for sync ones: the class is read from the arbiter's command line once it runs"
+        );
+        return (Some(note), None);
+    }
+    let plan = load_plan(sp, app.server, workers.as_ref());
+    let note = format!(
+        "{file}: scaling follows the {}: {}",
+        plan.signal(),
+        plan.why()
+    );
+    let blind = workers.filter(|w| {
+        sp.concurrency.is_none()
+            && plan.per_worker().is_some()
+            && !matches!(
+                w.class,
+                gunicorn::WorkerClass::Gthread | gunicorn::WorkerClass::Sync
+            )
+    });
+    let warning = blind.map(|w| {
+        format!(
+            "{file}: gunicorn's {} workers take up to --worker-connections ({}) at once, so the app would grow only past that many per worker: set scaling.concurrency to what one worker really serves at once",
+            w.class.name(),
+            w.worker_connections
+        )
+    });
+    (Some(note), warning)
+}
+
 /// Things that do not make the policy invalid but will stop the daemon
 /// from doing its job on this host.
 fn environment_warnings(paths: &HostPaths) -> Vec<String> {
@@ -107,7 +165,10 @@ fn environment_warnings(paths: &HostPaths) -> Vec<String> {
 
 /// Asks this host's systemd about the apps' units: warnings for units it
 /// does not know, and a note when it could not be asked.
-fn ask_systemd(apps: &[AppPolicy]) -> (Vec<String>, Option<String>) {
+fn ask_systemd(
+    apps: &[AppPolicy],
+    main_pids: &mut BTreeMap<String, u32>,
+) -> (Vec<String>, Option<String>) {
     let not_asked = |why: String| Some(not_checked(&why));
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -118,7 +179,7 @@ fn ask_systemd(apps: &[AppPolicy]) -> (Vec<String>, Option<String>) {
     };
     rt.block_on(async {
         match connect_systemd().await {
-            Ok(sd) => unit_warnings(&sd, apps).await,
+            Ok(sd) => unit_warnings(&sd, apps, main_pids).await,
             Err(why) => (Vec::new(), not_asked(why)),
         }
     })
@@ -148,11 +209,15 @@ async fn connect_systemd() -> Result<DbusSystemd, String> {
 pub(crate) async fn unit_warnings<S: Systemd>(
     sd: &S,
     apps: &[AppPolicy],
+    main_pids: &mut BTreeMap<String, u32>,
 ) -> (Vec<String>, Option<String>) {
     let mut w = Vec::new();
     for app in apps {
         let why = match tokio::time::timeout(SYSTEMD_TIMEOUT, sd.service(&app.unit)).await {
-            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(Some(s))) => {
+                main_pids.insert(app.name.clone(), s.main_pid);
+                continue;
+            }
             Ok(Ok(None)) => {
                 w.push(unit_warning(app));
                 continue;
@@ -229,7 +294,7 @@ mod tests {
         sd.add_service("shop.service", 10, &[10]).unwrap();
         // A unit that exists but is stopped is no typo.
         sd.set_state("shop.service", "inactive");
-        let (w, note) = unit_warnings(&sd, &apps).await;
+        let (w, note) = unit_warnings(&sd, &apps, &mut BTreeMap::new()).await;
         let file = root
             .path()
             .join("etc/adaptive-workers/policies.d/ghost.toml");
@@ -260,7 +325,7 @@ mod tests {
             .faults
             .fail
             .insert("service", "Access denied".into());
-        let (w, note) = unit_warnings(&sd, &apps).await;
+        let (w, note) = unit_warnings(&sd, &apps, &mut BTreeMap::new()).await;
         assert!(w.is_empty(), "{w:?}");
         let note = note.expect("a note");
         assert!(
@@ -283,5 +348,50 @@ mod tests {
         assert_eq!(unit_line(&f), None, "no top-level unit key");
         fs::write(&f, "# unit = \"commented.service\"\nunit = \"x.service\"\n").unwrap();
         assert_eq!(unit_line(&f), Some(2));
+    }
+
+    #[test]
+    fn check_says_what_scaling_follows_and_warns_about_async_sizes() {
+        let api = "unit = \"api.service\"\nserver = \"gunicorn\"\n[scaling]\nmax_workers = 4\n";
+        let (root, apps) = policy_tree(&[
+            ("api.toml", api),
+            (
+                "shop.toml",
+                "unit = \"shop.service\"\nserver = \"uwsgi\"\n[scaling]\nmax_workers = 4\n",
+            ),
+        ]);
+        let paths = HostPaths::new(root.path());
+        let (api, shop) = (&apps[0], &apps[1]);
+        let cmdline = |argv: &str| {
+            let f = root.path().join("proc/321/cmdline");
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, argv.replace(' ', "\0")).unwrap();
+        };
+        // Not running: what auto will do, in general.
+        let (note, warning) = scaling_signal(&paths, api, None);
+        assert!(
+            note.unwrap()
+                .contains("read from the arbiter's command line")
+        );
+        assert_eq!(warning, None);
+        cmdline("/usr/bin/python3 /usr/bin/gunicorn -k gthread --threads 4 app:app");
+        let (note, warning) = scaling_signal(&paths, api, Some(321));
+        let note = note.unwrap();
+        assert!(
+            note.contains("follows the connections") && note.contains("--threads 4"),
+            "{note}"
+        );
+        assert_eq!(warning, None);
+        cmdline("/usr/bin/python3 /usr/bin/gunicorn -k uvicorn.workers.UvicornWorker app:asgi");
+        let (_, warning) = scaling_signal(&paths, api, Some(321));
+        assert!(warning.unwrap().contains("set scaling.concurrency"));
+        cmdline("/usr/bin/python3 /usr/bin/gunicorn --workers 3 app:app");
+        let (note, _) = scaling_signal(&paths, api, Some(321));
+        assert!(note.unwrap().contains("follows the backlog"));
+        let (note, _) = scaling_signal(&paths, shop, Some(321));
+        assert!(
+            note.unwrap()
+                .contains("uwsgi workers take one connection at a time")
+        );
     }
 }

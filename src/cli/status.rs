@@ -207,6 +207,17 @@ fn render_app(out: &mut String, a: &AppView) {
             a.unit
         );
     }
+    if let Some(s) = &a.scaling {
+        let held: Option<u32> = a.workers.iter().map(|w| w.connections).sum();
+        let now = match (s.per_worker, held) {
+            (Some(per), Some(h)) => format!(
+                ": workers hold {h} connections, serve {} at once",
+                per.saturating_mul(a.workers.iter().filter(|w| w.state != "frozen").count() as u32)
+            ),
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "  scaling follows the {}{now} ({})", s.signal, s.why);
+    }
     if a.paused {
         let _ = writeln!(
             out,
@@ -241,6 +252,9 @@ fn render_worker(w: &WorkerView) -> String {
     if w.adopted {
         flags += " adopted";
     }
+    if let Some(n) = w.connections {
+        let _ = write!(flags, " {n} conn");
+    }
     format!(
         "  {:<8} {:<32} {:>9} {:>9} {:>9} {:<10} {:>7}{flags}",
         w.pid,
@@ -273,6 +287,7 @@ fn render_event(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::report::ScalingView;
 
     fn app(unit_state: Option<&str>, master_pid: Option<u32>) -> StatusView {
         StatusView {
@@ -325,6 +340,41 @@ mod tests {
         assert_eq!(
             denied_message(&Act::Pause("shop".into(), false), false, ""),
             "adaptive-workers: permission denied: only root may resume apps (the daemon refused)"
+        );
+    }
+
+    #[test]
+    fn status_says_what_scaling_follows_and_the_connections_held() {
+        let mut v = app(Some("active"), Some(42));
+        let w = |pid, state: &str, connections| WorkerView {
+            pid,
+            scope: format!("aw-api-{pid}.scope"),
+            state: state.into(),
+            connections,
+            ..Default::default()
+        };
+        v.apps[0].workers = vec![
+            w(43, "busy", Some(6)),
+            w(44, "idle", Some(0)),
+            w(45, "frozen", Some(0)),
+        ];
+        v.apps[0].scaling = Some(ScalingView {
+            signal: "connections".into(),
+            why: "gunicorn's gthread workers accept at once".into(),
+            per_worker: Some(4),
+        });
+        let text = render(&v);
+        assert!(
+            text.contains("  scaling follows the connections: workers hold 6 connections, serve 8 at once (gunicorn's gthread workers accept at once)"),
+            "{text}"
+        );
+        assert!(text.contains("busy") && text.contains(" 6 conn"), "{text}");
+        // A count that failed: no sum.
+        v.apps[0].workers[1].connections = None;
+        let text = render(&v);
+        assert!(
+            text.contains("  scaling follows the connections (gunicorn's"),
+            "{text}"
         );
     }
 }

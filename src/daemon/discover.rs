@@ -595,6 +595,7 @@ fn new_worker(stat: &PidStat, scope: String, cgroup: String, adopted: bool) -> W
         memory: None,
         frozen: false,
         idle: None,
+        connections: None,
         adopted,
         leaving: None,
         placed_at: Instant::now(),

@@ -73,6 +73,7 @@ pub struct Daemon<S: Systemd, K: Signaller> {
     /// Listen queues: sock_diag on a real host; `None` turns backlogs off.
     pub listeners: Option<Box<dyn backlog::ListenerSource>>,
     backlog_warned: Option<Instant>,
+    connections_warned: Option<Instant>,
     /// Apps an operator paused: their decisions are only logged.
     pub paused: std::collections::BTreeSet<String>,
     /// Scopes being created: the steps start them, the loop takes each
@@ -134,6 +135,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             host_warned: None,
             listeners: None,
             backlog_warned: None,
+            connections_warned: None,
             paused: Default::default(),
             placing: FuturesUnordered::new(),
             calls: FuturesUnordered::new(),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::adapter::{Adapter, Roster};
 use crate::cgroup::MemoryEvents;
 use crate::engine::Backlog;
+use crate::engine::scaling::LoadPlan;
 use crate::paths::HostPaths;
 use crate::policy::{AppPolicy, Mode};
 use crate::systemd::{ScopeSpec, ServiceInfo, scope_name, slice_cgroup, slice_name};
@@ -45,6 +46,10 @@ pub struct AppRuntime {
     pub freeze_check: Option<super::safety::FreezeCheck>,
     /// Inodes of the app's listening sockets (see daemon::backlog).
     pub listen_inodes: Vec<u64>,
+    /// What the app's scaling follows (`None`: no scaling), and the
+    /// gunicorn arbiter whose command line it was read from.
+    pub load: Option<LoadPlan>,
+    pub load_for: Option<u32>,
     /// Workers dying right after they start hold back placement.
     pub young: super::backoff::YoungDeaths,
     /// The limits the worker scopes have; differs from the policy's after
@@ -98,6 +103,9 @@ pub struct Worker {
     pub memory: Option<WorkerMemory>,
     pub frozen: bool,
     pub idle: Option<bool>,
+    /// Client connections held, for apps whose scaling follows them;
+    /// `None` when not counted or the count failed.
+    pub connections: Option<u32>,
     pub adopted: bool,
     /// Set when a recycle or kill was asked for.
     pub leaving: Option<&'static str>,
@@ -134,6 +142,8 @@ impl AppRuntime {
             roster_retry_at: None,
             limits_applied: (None, None),
             listen_inodes: Vec::new(),
+            load: None,
+            load_for: None,
             freeze_refused: None,
             freeze_checked: None,
             freeze_check: None,

@@ -185,9 +185,22 @@ pub struct AppView {
     pub hard_limit: Option<u64>,
     pub backlog: Option<u32>,
     pub backlog_max: Option<u32>,
+    /// What the worker count follows, with `[scaling]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingView>,
     pub stopped_slots: u32,
     pub counters: super::model::Counters,
     pub workers: Vec<WorkerView>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ScalingView {
+    /// "backlog" or "connections".
+    pub signal: String,
+    pub why: String,
+    /// What one worker serves at once (the connection signal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_worker: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -205,4 +218,7 @@ pub struct WorkerView {
     pub memory_max_events: u64,
     pub oom_kills: u64,
     pub adopted: bool,
+    /// Client connections held, when counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<u32>,
 }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use super::Daemon;
 use super::discover::{WARN_EVERY, age_at, since_boot};
 use super::model::WorkerMemory;
-use super::report::{self, AppView, HostView, StatusView, WorkerView};
+use super::report::{self, AppView, HostView, ScalingView, StatusView, WorkerView};
 use super::signal::Signaller;
 use crate::engine::{AppSample, HostSample, Snapshot, WorkerSample};
 use crate::systemd::{Systemd, slice_cgroup};
@@ -199,10 +199,12 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                             age: age_at(w.starttime, boot),
                             frozen: w.frozen,
                             idle: w.idle,
+                            connections: w.connections,
                         })
                     })
                     .collect(),
                 backlog: app.backlog,
+                concurrency: app.load.as_ref().and_then(|l| l.per_worker()),
                 stopped_slots: app.roster.as_ref().map_or(0, |r| r.stopped_slots),
                 unsampled: (app.placing.len()
                     + app.workers.values().filter(|w| w.memory.is_none()).count())
@@ -239,6 +241,11 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 hard_limit: app.policy.memory.hard_limit.map(|s| s.0),
                 backlog: app.backlog.map(|b| b.queued),
                 backlog_max: app.backlog.map(|b| b.max),
+                scaling: app.load.as_ref().map(|l| ScalingView {
+                    signal: l.signal().into(),
+                    why: l.why().into(),
+                    per_worker: l.per_worker(),
+                }),
                 stopped_slots: app.roster.as_ref().map_or(0, |r| r.stopped_slots),
                 counters: app.counters.clone(),
                 workers: app
@@ -285,6 +292,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             memory_max_events: m.map_or(0, |m| m.events.max),
             oom_kills: m.map_or(0, |m| m.events.oom_kill),
             adopted: w.adopted,
+            connections: w.connections,
         }
     }
 

@@ -135,6 +135,7 @@ impl Host {
 
 type TestDaemon = Daemon<FakeSystemd, RecordingSignaller>;
 
+mod connections;
 mod faults;
 
 /// The full step (1 Hz), then the answers for the scopes it started, as

@@ -53,6 +53,11 @@ pub struct AppSample {
     /// Worker slots the app server reports but that run no process
     /// (uWSGI "cheap" slots, gunicorn workers asked to stop).
     pub stopped_slots: u32,
+    /// What one worker serves at once, when the app's scaling follows the
+    /// connections its workers hold (see [`scaling::load_plan`]); `None`:
+    /// it follows the accept queue.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
     /// Workers that run but have no sample yet: being moved into their
     /// scopes, or placed since the last read of the scopes. The worker
     /// count includes them.
@@ -82,6 +87,10 @@ pub struct WorkerSample {
     /// Idle (waiting for a request) when known; `None` when the app
     /// server does not tell.
     pub idle: Option<bool>,
+    /// The client connections the worker holds, when counted (apps whose
+    /// scaling follows connections).
+    #[serde(default)]
+    pub connections: Option<u32>,
 }
 
 /// A worker, as the engine names it in decisions.

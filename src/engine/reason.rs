@@ -30,6 +30,20 @@ pub enum Reason {
     RecycleTimedOut { waited: Duration },
     /// The accept queue is building up.
     BacklogBuilding { queued: u32, threshold: u32 },
+    /// Workers that accept eagerly hold more connections than they serve
+    /// at once: the rest wait inside them (and in the accept queue).
+    ConnectionsWaiting {
+        waiting: u32,
+        held: u32,
+        capacity: u32,
+        threshold: u32,
+    },
+    /// The connections held, averaged, fit in fewer workers than run.
+    SpareCapacity {
+        held: f64,
+        capacity: u32,
+        spare: u32,
+    },
     /// Fewer workers than the policy's minimum.
     BelowMinimum { workers: u32, min: u32 },
     /// More idle workers than the policy wants spare.
@@ -52,6 +66,8 @@ impl Reason {
             Reason::HostAboveUpper { .. } => "host-above-upper",
             Reason::RecycleTimedOut { .. } => "recycle-timed-out",
             Reason::BacklogBuilding { .. } => "backlog-building",
+            Reason::ConnectionsWaiting { .. } => "connections-waiting",
+            Reason::SpareCapacity { .. } => "spare-capacity",
             Reason::BelowMinimum { .. } => "below-minimum",
             Reason::IdleSurplus { .. } => "idle-surplus",
             Reason::BusyWhileFrozen => "busy-while-frozen",
@@ -109,6 +125,23 @@ impl fmt::Display for Reason {
             Reason::BacklogBuilding { queued, threshold } => write!(
                 f,
                 "{queued} connections wait in the accept queue (grow at {threshold})"
+            ),
+            Reason::ConnectionsWaiting {
+                waiting,
+                held,
+                capacity,
+                threshold,
+            } => write!(
+                f,
+                "{waiting} connections wait: workers hold {held} and serve {capacity} at once (grow at {threshold})"
+            ),
+            Reason::SpareCapacity {
+                held,
+                capacity,
+                spare,
+            } => write!(
+                f,
+                "workers hold {held:.1} connections on average and serve {capacity} at once (keep {spare} spare)"
             ),
             Reason::BelowMinimum { workers, min } => {
                 write!(f, "{workers} workers, below the minimum of {min}")

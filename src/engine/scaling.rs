@@ -9,13 +9,109 @@
 //!
 //! Growth reacts after `cooldown_up`; shrinking waits `cooldown_down`
 //! after any change, so a steady load never flaps between the two.
+//!
+//! Workers that accept eagerly (gunicorn gthread, gevent, uvicorn) empty
+//! the accept queue whatever they can serve, and queue the work inside.
+//! For them the load is the client connections each worker holds (see
+//! [`load_plan`]): the connections past what a worker serves at once wait
+//! as surely as those in the queue, and the app grows on their sum;
+//! it shrinks while the connections held, averaged, fit in fewer workers
+//! with `spare_idle` whole workers to spare.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Action, AppSample, Decision, EngineState, Reason, Snapshot, WorkerRef};
-use crate::policy::{AppPolicy, Policy, ScaleDown, ScalingPolicy, ServerKind};
+use crate::adapter::gunicorn;
+use crate::policy::{AppPolicy, LoadSignal, Policy, ScaleDown, ScalingPolicy, ServerKind};
+
+/// What an app's scaling follows, and why: the daemon counts connections
+/// only for the apps this says so.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "signal", rename_all = "lowercase")]
+pub enum LoadPlan {
+    Backlog { why: String },
+    Connections { per_worker: u32, why: String },
+}
+
+impl LoadPlan {
+    pub fn per_worker(&self) -> Option<u32> {
+        match self {
+            LoadPlan::Backlog { .. } => None,
+            LoadPlan::Connections { per_worker, .. } => Some(*per_worker),
+        }
+    }
+
+    pub fn why(&self) -> &str {
+        match self {
+            LoadPlan::Backlog { why } | LoadPlan::Connections { why, .. } => why,
+        }
+    }
+
+    /// "backlog" or "connections", for status and metrics.
+    pub fn signal(&self) -> &'static str {
+        match self {
+            LoadPlan::Backlog { .. } => "backlog",
+            LoadPlan::Connections { .. } => "connections",
+        }
+    }
+}
+
+/// Which signal scaling follows: the policy's `load`, or with `auto` the
+/// worker class read from a gunicorn arbiter's command line (`None`: not
+/// read, or not gunicorn).
+pub fn load_plan(
+    sp: &ScalingPolicy,
+    server: ServerKind,
+    workers: Option<&gunicorn::Workers>,
+) -> LoadPlan {
+    let from_argv = |w: &gunicorn::Workers| match w.class {
+        gunicorn::WorkerClass::Gthread => format!("--threads {}", w.threads),
+        gunicorn::WorkerClass::Sync | gunicorn::WorkerClass::Other(_) => "one at a time".into(),
+        _ => format!("--worker-connections {}", w.worker_connections),
+    };
+    let sized = |why: String| {
+        let (per_worker, source) = match (sp.concurrency, workers) {
+            (Some(n), _) => (n, "concurrency in the policy".to_string()),
+            (None, Some(w)) => (w.concurrency(), from_argv(w)),
+            (None, None) => (1, "no concurrency in the policy".to_string()),
+        };
+        LoadPlan::Connections {
+            per_worker,
+            why: format!("{why}; {per_worker} at once per worker ({source})"),
+        }
+    };
+    match (sp.load, workers) {
+        (LoadSignal::Backlog, _) => LoadPlan::Backlog {
+            why: "load = \"backlog\" in the policy".into(),
+        },
+        (LoadSignal::Connections, _) => sized("load = \"connections\" in the policy".into()),
+        (LoadSignal::Auto, Some(w))
+            if server == ServerKind::Gunicorn && w.class.accepts_eagerly() =>
+        {
+            sized(format!(
+                "gunicorn's {} workers accept at once and queue inside: the connections they hold show the load",
+                w.class.name()
+            ))
+        }
+        (LoadSignal::Auto, Some(w)) if server == ServerKind::Gunicorn => LoadPlan::Backlog {
+            why: format!(
+                "gunicorn's {} workers take one connection at a time: the accept queue shows the load",
+                w.class.name()
+            ),
+        },
+        (LoadSignal::Auto, None) if server == ServerKind::Gunicorn => LoadPlan::Backlog {
+            why: "the arbiter's worker class is not known yet".into(),
+        },
+        (LoadSignal::Auto, _) => LoadPlan::Backlog {
+            why: format!(
+                "{} workers take one connection at a time: the accept queue shows the load",
+                server.as_str()
+            ),
+        },
+    }
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScalingState {
@@ -26,6 +122,10 @@ pub struct ScalingState {
     /// The backlog averaged over about a second, and when it was updated.
     pub queue_avg: f64,
     pub avg_at: Option<Duration>,
+    /// The connections the workers hold, averaged the same way (apps
+    /// that follow connections).
+    #[serde(default)]
+    pub held_avg: f64,
 }
 
 /// Time constant of the averaged backlog that shrinking looks at.
@@ -36,14 +136,17 @@ impl ScalingState {
     /// a connection sits in the queue for a few milliseconds before an idle
     /// worker takes it; one such sample must not count as load. Growth
     /// still reacts to the instant value.
-    fn average(&mut self, now: Duration, queued: u32) {
-        let q = f64::from(queued);
-        self.queue_avg = match self.avg_at {
-            None => q,
+    fn average(&mut self, now: Duration, queued: u32, held: u32) {
+        let (q, h) = (f64::from(queued), f64::from(held));
+        (self.queue_avg, self.held_avg) = match self.avg_at {
+            None => (q, h),
             Some(t) => {
                 let dt = now.saturating_sub(t).as_secs_f64();
                 let a = 1.0 - (-dt / QUEUE_AVG_TAU).exp();
-                self.queue_avg + a * (q - self.queue_avg)
+                (
+                    self.queue_avg + a * (q - self.queue_avg),
+                    self.held_avg + a * (h - self.held_avg),
+                )
             }
         };
         self.avg_at = Some(now);
@@ -83,18 +186,19 @@ pub(super) fn decide(
             continue;
         };
         let st = state.scaling.entry(app.name.clone()).or_default();
-        if let Some(b) = app.backlog {
-            st.average(snap.now, b.queued);
+        let load = Load::of(app);
+        if app.backlog.is_some() || app.concurrency.is_some() {
+            st.average(snap.now, load.waiting(), load.held);
         }
         if let Some(d) = thaw_busy_frozen(ap, app) {
             out.push(d);
             continue;
         }
-        if let Some(d) = grow(policy, ap, sp, snap, app, st) {
+        if let Some(d) = grow(policy, ap, sp, snap, app, &load, st) {
             st.last_up = Some(snap.now);
             st.quiet_since = None;
             out.push(d);
-        } else if let Some(d) = shrink(ap, sp, snap, app, st) {
+        } else if let Some(d) = shrink(ap, sp, snap, app, &load, st) {
             st.last_down = Some(snap.now);
             out.extend(d);
         }
@@ -115,6 +219,47 @@ fn thaw_busy_frozen(ap: &AppPolicy, app: &AppSample) -> Option<Decision> {
             worker: worker_ref(app, w),
         },
     })
+}
+
+/// What waits for a worker right now.
+struct Load {
+    /// The longest accept queue (0 when not known).
+    queued: u32,
+    /// Following connections: those held by the active workers, those
+    /// past what they all serve at once, and that capacity. The sum, not
+    /// each worker's excess: eager workers share connections unevenly,
+    /// and more workers would not even that out.
+    held: u32,
+    inside: u32,
+    capacity: u32,
+    /// Every active worker with a sample has a count.
+    known: bool,
+}
+
+impl Load {
+    fn of(app: &AppSample) -> Self {
+        let queued = app.backlog.map_or(0, |b| b.queued);
+        let mut load = Load {
+            queued,
+            held: 0,
+            inside: 0,
+            capacity: 0,
+            known: true,
+        };
+        if let Some(per) = app.concurrency {
+            for w in app.workers.iter().filter(|w| !w.frozen) {
+                load.known &= w.connections.is_some();
+                load.held = load.held.saturating_add(w.connections.unwrap_or(0));
+            }
+            load.capacity = active(app).saturating_mul(per);
+            load.inside = load.held.saturating_sub(load.capacity);
+        }
+        load
+    }
+
+    fn waiting(&self) -> u32 {
+        self.queued.saturating_add(self.inside)
+    }
 }
 
 /// Workers serving or ready to serve (not parked), those without a sample
@@ -147,10 +292,11 @@ fn grow(
     sp: &ScalingPolicy,
     snap: &Snapshot,
     app: &AppSample,
+    load: &Load,
     st: &ScalingState,
 ) -> Option<Decision> {
     let n = active(app);
-    let queued = app.backlog.map_or(0, |b| b.queued);
+    let queued = load.queued;
     // Below the minimum only counts when workers were stopped or parked
     // (uWSGI "cheap" slots, frozen scopes): a worker that is merely being
     // respawned after a recycle must not make the app grow for good.
@@ -165,6 +311,13 @@ fn grow(
             queued,
             threshold: sp.grow_backlog,
         }
+    } else if app.concurrency.is_some() && load.waiting() >= sp.grow_backlog {
+        Reason::ConnectionsWaiting {
+            waiting: load.waiting(),
+            held: load.held,
+            capacity: load.capacity,
+            threshold: sp.grow_backlog,
+        }
     } else {
         return None;
     };
@@ -172,6 +325,15 @@ fn grow(
         return None;
     }
     let mut count = sp.step_up.min(sp.max_workers - n);
+    if let Some(per) = app
+        .concurrency
+        .filter(|_| app.backlog.is_none_or(|b| b.queued == 0))
+    {
+        // The workers the held connections need, at least one more.
+        let demand = load.held.saturating_add(load.queued);
+        let needed = demand.div_ceil(per.max(1)).saturating_sub(n).max(1);
+        count = count.min(needed);
+    }
     if let Some(frozen) = app.workers.iter().find(|w| w.frozen) {
         // Thawing costs no new memory: no host check needed.
         return Some(Decision {
@@ -202,12 +364,16 @@ fn shrink(
     sp: &ScalingPolicy,
     snap: &Snapshot,
     app: &AppSample,
+    load: &Load,
     st: &mut ScalingState,
 ) -> Option<Vec<Decision>> {
-    let Some(backlog) = app.backlog else {
+    // Unknown counts are no evidence of quiet.
+    if (app.backlog.is_none() && app.concurrency.is_none())
+        || (app.concurrency.is_some() && !load.known)
+    {
         st.quiet_since = None;
         return None;
-    };
+    }
     let n = active(app);
     let idle: Vec<_> = app
         .workers
@@ -216,7 +382,20 @@ fn shrink(
         .collect();
     let idle_n = idle.len() as u32;
     let busy_queue = st.queue_avg > f64::from(sp.shrink_backlog) + 0.5;
-    if busy_queue || idle_n <= sp.spare_idle || n <= sp.min_workers {
+    // Following connections: whole workers the averaged load leaves free
+    // with half a worker to spare (a load right at a worker boundary must
+    // not flap), beyond spare_idle; a worker holding nothing must be there
+    // to go.
+    let surplus = match app.concurrency {
+        Some(per) => {
+            let per = f64::from(per.max(1));
+            let free = f64::from(n) * per - st.held_avg - per / 2.0;
+            let whole = (free / per).floor().max(0.0) as u32;
+            whole.saturating_sub(sp.spare_idle).min(idle_n)
+        }
+        None => idle_n.saturating_sub(sp.spare_idle),
+    };
+    if busy_queue || surplus == 0 || n <= sp.min_workers {
         st.quiet_since = None;
         return None;
     }
@@ -228,14 +407,18 @@ fn shrink(
     {
         return None;
     }
-    let count = sp
-        .step_down
-        .min(idle_n - sp.spare_idle)
-        .min(n - sp.min_workers);
-    let reason = Reason::IdleSurplus {
-        idle: idle_n,
-        spare: sp.spare_idle,
-        queued: backlog.queued,
+    let count = sp.step_down.min(surplus).min(n - sp.min_workers);
+    let reason = match app.concurrency {
+        Some(_) => Reason::SpareCapacity {
+            held: (st.held_avg * 10.0).round() / 10.0,
+            capacity: load.capacity,
+            spare: sp.spare_idle,
+        },
+        None => Reason::IdleSurplus {
+            idle: idle_n,
+            spare: sp.spare_idle,
+            queued: load.queued,
+        },
     };
     let decisions = match sp.scale_down {
         ScaleDown::Stop => vec![Decision {

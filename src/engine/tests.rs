@@ -49,6 +49,7 @@ fn worker(pid: u32, private_mb: u64) -> WorkerSample {
         age: Duration::from_secs(3600),
         frozen: false,
         idle: None,
+        connections: None,
     }
 }
 
@@ -678,3 +679,5 @@ fn state_does_not_carry_over_to_a_process_that_got_a_dead_workers_pid() {
         "the new process is a worker of its own: {again:?}"
     );
 }
+
+mod connections;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::values::{ByteSize, Fraction, Megabytes, Span};
-use super::{Mode, ScaleDown, ServerKind};
+use super::{LoadSignal, Mode, ScaleDown, ServerKind};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,5 +98,7 @@ pub struct ScalingFrag {
     pub cooldown_up: Option<Spanned<Span>>,
     pub cooldown_down: Option<Spanned<Span>>,
     pub scale_down: Option<Spanned<ScaleDown>>,
+    pub load: Option<Spanned<LoadSignal>>,
+    pub concurrency: Option<Spanned<u32>>,
     pub sockets: Option<Vec<Spanned<String>>>,
 }

@@ -67,6 +67,23 @@ pub enum ScaleDown {
     Freeze,
 }
 
+/// What scaling measures the load by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoadSignal {
+    /// The accept queue for workers that take one connection at a time,
+    /// the connections each worker holds for workers that accept eagerly
+    /// (gunicorn gthread, gevent, eventlet, tornado, uvicorn), as read
+    /// from the master's command line.
+    #[default]
+    Auto,
+    /// The listening sockets' accept queue.
+    Backlog,
+    /// The client connections each worker holds, against what one worker
+    /// serves at once (`concurrency`).
+    Connections,
+}
+
 /// Everything the daemon runs on: the global settings and one policy per app.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -185,6 +202,12 @@ pub struct ScalingPolicy {
     pub cooldown_up: Span,
     pub cooldown_down: Span,
     pub scale_down: ScaleDown,
+    pub load: LoadSignal,
+    /// What one worker serves at once, for the connection signal; `None`:
+    /// from the master's command line (gunicorn `--threads`,
+    /// `--worker-connections`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
     /// Listening sockets to watch; empty means those the master has open.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sockets: Vec<SocketSpec>,
@@ -308,6 +331,8 @@ impl ScalingPolicy {
             cooldown_up: Span(Duration::from_secs(1)),
             cooldown_down: Span(Duration::from_secs(30)),
             scale_down: ScaleDown::Stop,
+            load: LoadSignal::Auto,
+            concurrency: None,
             sockets: Vec::new(),
         }
     }

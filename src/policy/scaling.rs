@@ -18,6 +18,10 @@ pub(super) const MAX_WORKERS: u32 = 4096;
 /// forks could exhaust memory before the next sample sees it.
 pub(super) const MAX_STEP: u32 = 64;
 
+/// The most connections one worker may be said to serve at once (gunicorn's
+/// own default for async workers is 1,000).
+pub(super) const MAX_CONCURRENCY: u32 = 100_000;
+
 /// `table` is the span of the [scaling] table, where a missing key goes.
 pub(super) fn scaling_policy(
     c: &mut Checker,
@@ -61,6 +65,12 @@ pub(super) fn scaling_policy(
         cooldown_up: value(&s.cooldown_up, d.cooldown_up),
         cooldown_down: value(&s.cooldown_down, d.cooldown_down),
         scale_down: value(&s.scale_down, d.scale_down),
+        load: value(&s.load, d.load),
+        concurrency: s
+            .concurrency
+            .as_ref()
+            .filter(|v| within(c, v, "scaling.concurrency", MAX_CONCURRENCY))
+            .map(|v| *v.get_ref()),
         sockets,
     }
 }

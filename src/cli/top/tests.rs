@@ -21,6 +21,7 @@ fn view() -> StatusView {
         memory_max_events: 0,
         oom_kills: 0,
         adopted: false,
+        connections: None,
     };
     StatusView {
         version: "0.1.0".into(),
@@ -48,6 +49,7 @@ fn view() -> StatusView {
                 hard_limit: Some(300 * MIB),
                 backlog: Some(3),
                 backlog_max: Some(100),
+                scaling: None,
                 stopped_slots: 2,
                 counters: Counters {
                     placed: 7,

@@ -174,3 +174,37 @@ fn spare_idle_is_bounded() {
         "spare_idle (50) must not be above max_workers (4)"
     );
 }
+
+#[test]
+fn load_signal_and_concurrency_are_checked() {
+    // [scaling] starts on line 5 of scaling(); max_workers is line 6.
+    let text = scaling("max_workers = 4\nconcurrency = 0\n");
+    refused(
+        APP,
+        &text,
+        "scaling.concurrency",
+        7,
+        "must be between 1 and 100000",
+    );
+    let text = scaling("max_workers = 4\nconcurrency = 100001\n");
+    refused(
+        APP,
+        &text,
+        "scaling.concurrency",
+        7,
+        "must be between 1 and 100000",
+    );
+    let text = scaling("max_workers = 4\nload = \"threads\"\n");
+    refused(APP, &text, "scaling.load", 7, "auto");
+    let tree = Tree::new();
+    tree.write(
+        APP,
+        &scaling("max_workers = 4\nload = \"connections\"\nconcurrency = 8\n"),
+    );
+    let p = tree.load().unwrap();
+    let s = p.apps[0].scaling.as_ref().unwrap();
+    assert_eq!(
+        (s.load, s.concurrency),
+        (crate::policy::LoadSignal::Connections, Some(8))
+    );
+}
