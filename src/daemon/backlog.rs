@@ -330,7 +330,9 @@ fn plan_load(procfs: &ProcFs, app: &mut AppRuntime) {
     };
     let master = app.master();
     let gunicorn = app.policy.server == ServerKind::Gunicorn;
-    if gunicorn && app.load.is_some() && app.load_for == master && master.is_some() {
+    // Read once per arbiter; while none runs there is nothing to scale, and
+    // the last plan stands.
+    if gunicorn && app.load.is_some() && (master.is_none() || app.load_for == master) {
         return;
     }
     let workers = master

@@ -126,7 +126,27 @@ pub struct ScalingState {
     /// that follow connections).
     #[serde(default)]
     pub held_avg: f64,
+    /// The worker count the last grow or shrink asked for, and when. The
+    /// app server gets there in its own time (gunicorn forks after TTIN; a
+    /// worker told to go finishes its requests first): until it does, or
+    /// [`ASKED_FOR`] passes, the engine counts that many, so that it never
+    /// asks twice for the same workers (and past `max_workers`).
+    #[serde(default)]
+    pub asked: Option<Asked>,
 }
+
+/// A worker count asked of the app server, on its way.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Asked {
+    pub target: u32,
+    pub at: Duration,
+    /// A grow (the count seen only rises to it) or a shrink.
+    pub up: bool,
+}
+
+/// How long a grow or shrink asked for is awaited before the count seen is
+/// believed again (a fork refused, a signal lost).
+pub const ASKED_FOR: Duration = Duration::from_secs(10);
 
 /// Time constant of the averaged backlog that shrinking looks at.
 const QUEUE_AVG_TAU: f64 = 1.0;
@@ -156,6 +176,20 @@ impl ScalingState {
 impl ScalingState {
     fn last_change(&self) -> Option<Duration> {
         self.last_up.max(self.last_down)
+    }
+
+    /// The workers to count: those active, or the count asked for while
+    /// the app server is on its way there.
+    fn workers(&mut self, now: Duration, app: &AppSample) -> u32 {
+        let n = active(app);
+        match self.asked {
+            Some(a) if now.saturating_sub(a.at) < ASKED_FOR && a.up && n < a.target => a.target,
+            Some(a) if now.saturating_sub(a.at) < ASKED_FOR && !a.up && n > a.target => a.target,
+            _ => {
+                self.asked = None;
+                n
+            }
+        }
     }
 }
 
@@ -194,12 +228,27 @@ pub(super) fn decide(
             out.push(d);
             continue;
         }
-        if let Some(d) = grow(policy, ap, sp, snap, app, &load, st) {
+        let n = st.workers(snap.now, app);
+        if let Some(d) = grow(policy, ap, sp, snap, app, (n, &load), st) {
             st.last_up = Some(snap.now);
             st.quiet_since = None;
+            if let Action::Grow { count, .. } = d.action {
+                st.asked = Some(Asked {
+                    target: n + count,
+                    at: snap.now,
+                    up: true,
+                });
+            }
             out.push(d);
-        } else if let Some(d) = shrink(ap, sp, snap, app, &load, st) {
+        } else if let Some(d) = shrink(ap, sp, snap, app, n, &load, st) {
             st.last_down = Some(snap.now);
+            if let Some(Action::Shrink { count, .. }) = d.first().map(|d| &d.action) {
+                st.asked = Some(Asked {
+                    target: n - count,
+                    at: snap.now,
+                    up: false,
+                });
+            }
             out.extend(d);
         }
     }
@@ -292,10 +341,9 @@ fn grow(
     sp: &ScalingPolicy,
     snap: &Snapshot,
     app: &AppSample,
-    load: &Load,
+    (n, load): (u32, &Load),
     st: &ScalingState,
 ) -> Option<Decision> {
-    let n = active(app);
     let queued = load.queued;
     // Below the minimum only counts when workers were stopped or parked
     // (uWSGI "cheap" slots, frozen scopes): a worker that is merely being
@@ -364,6 +412,7 @@ fn shrink(
     sp: &ScalingPolicy,
     snap: &Snapshot,
     app: &AppSample,
+    n: u32,
     load: &Load,
     st: &mut ScalingState,
 ) -> Option<Vec<Decision>> {
@@ -374,7 +423,6 @@ fn shrink(
         st.quiet_since = None;
         return None;
     }
-    let n = active(app);
     let idle: Vec<_> = app
         .workers
         .iter()

@@ -150,8 +150,12 @@ async fn workers_holding_nothing_are_idle_and_the_app_shrinks() {
 
 #[tokio::test]
 async fn a_failed_connection_dump_holds_scaling_still() {
-    let (_h, mut d, sockets) = gthread_app([0, 0]).await;
+    // Each holds one: nothing to do yet.
+    let (h, mut d, sockets) = gthread_app([1, 1]).await;
     sockets.state.lock().unwrap().fail_connections = true;
+    // Quiet, but unseen: no evidence to shrink on.
+    hold(&h, &sockets, MASTER + 1, 0);
+    hold(&h, &sockets, MASTER + 2, 0);
     let before = d.systemd.calls().len();
     for _ in 0..5 {
         full_tick(&mut d).await;
@@ -170,7 +174,7 @@ async fn a_failed_connection_dump_holds_scaling_still() {
             .any(|c| c.contains(" main ") || c.starts_with("freeze")),
         "acted on counts it could not read: {after:?}"
     );
-    // Back: the quiet app shrinks.
+    // Seen again: the quiet app shrinks.
     sockets.state.lock().unwrap().fail_connections = false;
     full_tick(&mut d).await;
     fast_tick(&mut d).await;

@@ -73,10 +73,12 @@ fn saturated_workers_grow_the_app_with_an_empty_queue() {
     );
     assert_eq!(d[0].reason.kind(), "connections-waiting");
     // 20 held need 5 workers: 3 more at once (step_up 4), after the cool-down.
+    // 20 held need 5 workers: 2 more beside the one asked for, after the
+    // cool-down.
     assert!(decide(&p, &held(1500, &counts(&[10, 10])), &mut st).is_empty());
     let d = decide(&p, &held(2000, &counts(&[10, 10])), &mut st);
     assert!(
-        matches!(d[0].action, Action::Grow { count: 3, .. }),
+        matches!(d[0].action, Action::Grow { count: 2, .. }),
         "{d:?}"
     );
 }
@@ -273,4 +275,43 @@ fn the_plan_follows_the_worker_class_or_the_policy() {
         load_plan(&sp, ServerKind::Gunicorn, Some(&gthread)).per_worker(),
         Some(4)
     );
+}
+
+#[test]
+fn workers_asked_for_are_counted_until_they_come() {
+    // max 6, step_up 4: the app server forks in its own time.
+    let p = policy(vec![gthread_app(2, 6, 0, ScaleDown::Stop)]);
+    let mut st = EngineState::default();
+    let grown = |d: &[Decision]| -> u32 {
+        d.iter()
+            .map(|d| match d.action {
+                Action::Grow { count, .. } => count,
+                _ => 0,
+            })
+            .sum()
+    };
+    // 2 workers hold 40: 4 more asked for.
+    assert_eq!(
+        grown(&decide(&p, &held(1000, &counts(&[20, 20])), &mut st)),
+        4
+    );
+    // The forks have not come yet: nothing more, however long the queue,
+    // for as long as they may take.
+    for ms in [2000, 5000, 10_900] {
+        let d = decide(&p, &held(ms, &counts(&[20, 20])), &mut st);
+        assert!(d.is_empty(), "at {ms} ms, before the 4 came: {d:?}");
+    }
+    // They never came: what is seen is believed again.
+    let d = decide(&p, &held(11_100, &counts(&[20, 20])), &mut st);
+    assert_eq!(grown(&d), 4, "{d:?}");
+    // Two came (4 of 6): 2 more may be asked for once they all have.
+    let mut st = EngineState::default();
+    assert_eq!(
+        grown(&decide(&p, &held(1000, &counts(&[20, 20])), &mut st)),
+        4
+    );
+    let d = decide(&p, &held(2000, &counts(&[10, 10, 10, 10])), &mut st);
+    assert!(d.is_empty(), "{d:?}");
+    let d = decide(&p, &held(3000, &counts(&[7, 7, 7, 7, 6, 6])), &mut st);
+    assert!(d.is_empty(), "at max_workers: {d:?}");
 }
