@@ -1,5 +1,7 @@
 """A tiny WSGI app for the VM tests (stdlib only), served by uWSGI
-(uwsgi-shop.service) and gunicorn (gunicorn-blog.service).
+(uwsgi-shop.service) and gunicorn (gunicorn-blog.service, and with
+gthread workers gunicorn-gthread.service); and `asgi`, the same app's
+ASGI side for gunicorn's uvicorn workers (gunicorn-uvicorn.service).
 
   /               fast "ok"
   /pid            the pid of the worker that served the request
@@ -13,12 +15,20 @@
                   KiB for good (a cache that never evicts), then wait N ms
                   (a database, another service); the benchmark's request
 
+The ASGI side answers / and /pid as above, and
+
+  /pool?ms=N      wait N ms holding one of the worker's AW_APP_POOL (2)
+                  backend connections (an asyncio semaphore): an async
+                  worker takes every connection at once and serves only
+                  that many at a time, the rest wait inside it
+
 With AW_APP_PRELOAD_MB=N in the environment (uWSGI: env = ...), the module
 writes N MiB at import: data the master loads before it forks, which every
 worker maps (it counts in each worker's RSS) and none writes (it stays
 charged to the master, not to the workers' scopes).
 """
 
+import asyncio
 import json
 import os
 import time
@@ -88,3 +98,49 @@ def application(environ, start_response):
     status, ctype, body = _route(environ)
     start_response(status, [("Content-Type", ctype), ("Content-Length", str(len(body)))])
     return [body]
+
+
+POOL = int(os.environ.get("AW_APP_POOL", "2") or 2)
+_pool = None
+
+
+async def _lifespan(receive, send):
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def asgi(scope, receive, send):
+    global _pool
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    path = scope.get("path", "/")
+    query = parse_qs(scope.get("query_string", b"").decode())
+    status, body = 200, b"ok\n"
+    if path == "/pid":
+        body = f"{os.getpid()}\n".encode()
+    elif path == "/pool":
+        try:
+            ms = int(query.get("ms", ["100"])[0])
+        except ValueError:
+            ms = 100
+        if _pool is None:
+            _pool = asyncio.Semaphore(POOL)
+        async with _pool:
+            await asyncio.sleep(ms / 1000)
+        body = b"pooled\n"
+    elif path != "/":
+        status, body = 404, b"not found\n"
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())],
+    })
+    await send({"type": "http.response.body", "body": body})
