@@ -112,12 +112,15 @@ fn uwsgi_scaling_without_cheaper_manual_or_with_thunder_lock_is_warned_about() {
     let (code, _, err) = check(dir.path());
     assert_eq!(code, 0);
     assert!(
-        !err.lines().any(|l| l.starts_with("warning:") && l.contains("shop.toml")),
+        !err.lines()
+            .any(|l| l.starts_with("warning:") && l.contains("shop.toml")),
         "{err}"
     );
     // What the worker count follows is said as a note.
     assert!(
-        err.contains("shop.toml: scaling follows the backlog: uwsgi workers take one connection at a time"),
+        err.contains(
+            "shop.toml: scaling follows the backlog: uwsgi workers take one connection at a time"
+        ),
         "{err}"
     );
 }
