@@ -430,19 +430,7 @@ fn shrink(
         .collect();
     let idle_n = idle.len() as u32;
     let busy_queue = st.queue_avg > f64::from(sp.shrink_backlog) + 0.5;
-    // Following connections: whole workers the averaged load leaves free
-    // with half a worker to spare (a load right at a worker boundary must
-    // not flap), beyond spare_idle; a worker holding nothing must be there
-    // to go.
-    let surplus = match app.concurrency {
-        Some(per) => {
-            let per = f64::from(per.max(1));
-            let free = f64::from(n) * per - st.held_avg - per / 2.0;
-            let whole = (free / per).floor().max(0.0) as u32;
-            whole.saturating_sub(sp.spare_idle).min(idle_n)
-        }
-        None => idle_n.saturating_sub(sp.spare_idle),
-    };
+    let surplus = surplus(sp, app.concurrency, n, idle_n, st.held_avg);
     if busy_queue || surplus == 0 || n <= sp.min_workers {
         st.quiet_since = None;
         return None;
@@ -468,7 +456,35 @@ fn shrink(
             queued: load.queued,
         },
     };
-    let decisions = match sp.scale_down {
+    Some(shrink_by(ap, sp.scale_down, app, idle, count, reason))
+}
+
+/// Workers the load leaves spare, beyond `spare_idle`. Following
+/// connections: whole workers the averaged load leaves free with half a
+/// worker to spare (a load right at a worker boundary must not flap), and
+/// no more than hold nothing (one of them is what goes).
+fn surplus(sp: &ScalingPolicy, per_worker: Option<u32>, n: u32, idle_n: u32, held_avg: f64) -> u32 {
+    match per_worker {
+        Some(per) => {
+            let per = f64::from(per.max(1));
+            let free = f64::from(n) * per - held_avg - per / 2.0;
+            let whole = (free / per).floor().max(0.0) as u32;
+            whole.saturating_sub(sp.spare_idle).min(idle_n)
+        }
+        None => idle_n.saturating_sub(sp.spare_idle),
+    }
+}
+
+/// One fewer `count` times: asked of the app server, or parked.
+fn shrink_by(
+    ap: &AppPolicy,
+    how: ScaleDown,
+    app: &AppSample,
+    mut idle: Vec<&super::WorkerSample>,
+    count: u32,
+    reason: Reason,
+) -> Vec<Decision> {
+    match how {
         ScaleDown::Stop => vec![Decision {
             mode: ap.mode,
             reason,
@@ -479,7 +495,6 @@ fn shrink(
         }],
         // Park the newest idle workers: the oldest keep their warm caches.
         ScaleDown::Freeze => {
-            let mut idle = idle;
             idle.sort_by_key(|w| w.age);
             idle.iter()
                 .take(count as usize)
@@ -492,6 +507,5 @@ fn shrink(
                 })
                 .collect()
         }
-    };
-    Some(decisions)
+    }
 }
