@@ -207,16 +207,8 @@ fn render_app(out: &mut String, a: &AppView) {
             a.unit
         );
     }
-    if let Some(s) = &a.scaling {
-        let held: Option<u32> = a.workers.iter().map(|w| w.connections).sum();
-        let now = match (s.per_worker, held) {
-            (Some(per), Some(h)) => format!(
-                ": workers hold {h} connections, serve {} at once",
-                per.saturating_mul(a.workers.iter().filter(|w| w.state != "frozen").count() as u32)
-            ),
-            _ => String::new(),
-        };
-        let _ = writeln!(out, "  scaling follows the {}{now} ({})", s.signal, s.why);
+    if let Some(line) = scaling_line(a) {
+        let _ = writeln!(out, "{line}");
     }
     if a.paused {
         let _ = writeln!(
@@ -242,6 +234,25 @@ fn render_app(out: &mut String, a: &AppView) {
     for w in &a.workers {
         let _ = writeln!(out, "{}", render_worker(w));
     }
+}
+
+/// What the worker count follows, and the connections held now when it
+/// follows them (none when a count is unknown).
+fn scaling_line(a: &AppView) -> Option<String> {
+    let s = a.scaling.as_ref()?;
+    let held: Option<u32> = a.workers.iter().map(|w| w.connections).sum();
+    let serving = a.workers.iter().filter(|w| w.state != "frozen").count() as u32;
+    let now = match (s.per_worker, held) {
+        (Some(per), Some(h)) => format!(
+            ": workers hold {h} connections, serve {} at once",
+            per.saturating_mul(serving)
+        ),
+        _ => String::new(),
+    };
+    Some(format!(
+        "  scaling follows the {}{now} ({})",
+        s.signal, s.why
+    ))
 }
 
 fn render_worker(w: &WorkerView) -> String {
