@@ -478,31 +478,7 @@ impl<'a> Loader<'a> {
         let text = match text {
             Some(t) => t,
             None => {
-                let open = self.open_path(&host);
-                // Not the included path: it is what the including line says.
-                let bytes = self.budget.read(&open).map_err(|cause| match from {
-                    Some((f, line, _)) => IniError::Syntax {
-                        path: f.to_path_buf(),
-                        line,
-                        message: format!("failed to read the file included here: {cause}"),
-                    },
-                    None => IniError::Read {
-                        path: host.clone(),
-                        cause,
-                    },
-                })?;
-                owned = String::from_utf8(bytes).map_err(|e| {
-                    let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
-                        .iter()
-                        .filter(|&&b| b == b'\n')
-                        .count()
-                        + 1;
-                    IniError::Syntax {
-                        path: host.clone(),
-                        line,
-                        message: "not UTF-8 text".into(),
-                    }
-                })?;
+                owned = self.read_text(&host, from)?;
                 &owned
             }
         };
@@ -539,33 +515,7 @@ impl<'a> Loader<'a> {
                 continue;
             }
             found = true;
-            let (key, value) = match line.split_once('=') {
-                Some((k, v)) => (
-                    k.trim_end_matches([' ', '\t']),
-                    v.trim_start_matches([' ', '\t']),
-                ),
-                None => (line, ""),
-            };
-            if key.is_empty() {
-                return Err(syntax(&host, line_no, "no option name before '='".into()));
-            }
-            if self.budget.entries == 0 {
-                return Err(syntax(
-                    &host,
-                    line_no,
-                    format!("more than {MAX_ENTRIES} options"),
-                ));
-            }
-            self.budget.entries -= 1;
-            self.entries.push(Entry {
-                key: key.to_string(),
-                value: value.to_string(),
-                file: host.clone(),
-                line: line_no,
-            });
-            if matches!(key, "ini" | "include" | "inherit") {
-                self.include(&host, line_no, depth, value)?;
-            }
+            self.entry(&host, line_no, depth, line)?;
         }
         match from {
             None if !found => Err(IniError::NoSection {
@@ -582,6 +532,77 @@ impl<'a> Loader<'a> {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The text of a file to load; an error at the including line when it
+    /// is an include (that line is what the operator wrote).
+    fn read_text(
+        &mut self,
+        host: &Path,
+        from: Option<(&Path, usize, usize)>,
+    ) -> Result<String, IniError> {
+        let open = self.open_path(host);
+        let bytes = self.budget.read(&open).map_err(|cause| match from {
+            Some((f, line, _)) => IniError::Syntax {
+                path: f.to_path_buf(),
+                line,
+                message: format!("failed to read the file included here: {cause}"),
+            },
+            None => IniError::Read {
+                path: host.to_path_buf(),
+                cause,
+            },
+        })?;
+        String::from_utf8(bytes).map_err(|e| {
+            let line = e.as_bytes()[..e.utf8_error().valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1;
+            IniError::Syntax {
+                path: host.to_path_buf(),
+                line,
+                message: "not UTF-8 text".into(),
+            }
+        })
+    }
+
+    /// One `key = value` line of the section being read; follows includes.
+    fn entry(
+        &mut self,
+        host: &Path,
+        line_no: usize,
+        depth: usize,
+        line: &str,
+    ) -> Result<(), IniError> {
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (
+                k.trim_end_matches([' ', '\t']),
+                v.trim_start_matches([' ', '\t']),
+            ),
+            None => (line, ""),
+        };
+        if key.is_empty() {
+            return Err(syntax(host, line_no, "no option name before '='".into()));
+        }
+        if self.budget.entries == 0 {
+            return Err(syntax(
+                host,
+                line_no,
+                format!("more than {MAX_ENTRIES} options"),
+            ));
+        }
+        self.budget.entries -= 1;
+        self.entries.push(Entry {
+            key: key.to_string(),
+            value: value.to_string(),
+            file: host.to_path_buf(),
+            line: line_no,
+        });
+        if matches!(key, "ini" | "include" | "inherit") {
+            self.include(host, line_no, depth, value)?;
+        }
+        Ok(())
     }
 
     fn include(
