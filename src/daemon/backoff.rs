@@ -10,8 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use super::model::AppRuntime;
-
 /// A worker that dies this soon after it was placed died young.
 pub const YOUNG: Duration = Duration::from_secs(1);
 /// Young deaths in a row that start (or lengthen) the delay.
@@ -77,20 +75,20 @@ impl YoungDeaths {
     }
 }
 
-/// Notes that a worker of `app` died `lived` after its placement, unless
-/// the daemon itself asked it to go; logs when placement is held back.
+/// Notes that a worker of app `name` died `lived` after its placement,
+/// unless the daemon itself asked it to go; logs when placement is held
+/// back.
 pub(super) fn note_death(
-    app: &mut AppRuntime,
+    young: &mut YoungDeaths,
+    name: &str,
     pid: u32,
-    placed_at: Instant,
-    lived: Duration,
+    (placed_at, lived): (Instant, Duration),
     asked: bool,
 ) {
     if asked {
         return;
     }
-    if let Some(delay) = app.young.died(lived, placed_at) {
-        let name = app.policy.name.as_str();
+    if let Some(delay) = young.died(lived, placed_at) {
         tracing::warn!(
             app = name,
             worker_pid = pid,
@@ -99,14 +97,17 @@ pub(super) fn note_death(
     }
 }
 
-/// Ends the delay of an app whose workers live again.
-pub(super) fn note_survivors(app: &mut AppRuntime) {
-    if app.young.since.is_none() {
+/// Ends the delay of app `name` when one of its workers, placed at
+/// `placed`, lives again.
+pub(super) fn note_survivors(
+    young: &mut YoungDeaths,
+    name: &str,
+    mut placed: impl Iterator<Item = Instant>,
+) {
+    if young.since.is_none() {
         return;
     }
-    let placed: Vec<Instant> = app.workers.values().map(|w| w.placed_at).collect();
-    if placed.into_iter().any(|at| app.young.alive(at)) {
-        let name = app.policy.name.as_str();
+    if placed.any(|at| young.alive(at)) {
         tracing::info!(
             app = name,
             "workers of {name} live again: placing new ones at once"

@@ -220,7 +220,13 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     .pid_stat(stat.pid)
                     .map_or(true, |s| s.starttime != stat.starttime);
                 if gone {
-                    super::backoff::note_death(app, stat.pid, started, Duration::ZERO, false);
+                    super::backoff::note_death(
+                        &mut app.young,
+                        &app.policy.name,
+                        stat.pid,
+                        (started, Duration::ZERO),
+                        false,
+                    );
                     tracing::debug!(
                         app = name.as_str(),
                         worker_pid = stat.pid,

@@ -210,7 +210,8 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         self.check_freeze_safety().await;
         let names: Vec<String> = self.apps.keys().cloned().collect();
         for app in self.apps.values_mut() {
-            backoff::note_survivors(app);
+            let placed = app.workers.values().map(|w| w.placed_at);
+            backoff::note_survivors(&mut app.young, &app.policy.name, placed);
             forget_the_dead(app, &self.procfs);
         }
         for name in &names {
@@ -299,7 +300,13 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     "worker exited"
                 );
                 let lived = w.placed_at.elapsed();
-                backoff::note_death(app, pid, w.placed_at, lived, w.leaving.is_some());
+                backoff::note_death(
+                    &mut app.young,
+                    &app.policy.name,
+                    pid,
+                    (w.placed_at, lived),
+                    w.leaving.is_some(),
+                );
             }
         }
     }

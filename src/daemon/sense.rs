@@ -126,7 +126,13 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 keep
             });
             for (pid, placed_at, asked) in dead {
-                super::backoff::note_death(app, pid, placed_at, placed_at.elapsed(), asked);
+                super::backoff::note_death(
+                    &mut app.young,
+                    &app.policy.name,
+                    pid,
+                    (placed_at, placed_at.elapsed()),
+                    asked,
+                );
             }
         }
     }
