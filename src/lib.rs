@@ -16,3 +16,4 @@ pub mod policy;
 pub mod proc_events;
 pub mod procfs;
 pub mod systemd;
+pub mod wire;

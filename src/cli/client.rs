@@ -5,8 +5,8 @@
 use anyhow::anyhow;
 use zbus::fdo;
 
-use crate::daemon::bus::Daemon1Proxy;
-use crate::daemon::report::{Event, StatusView};
+use crate::wire::Daemon1Proxy;
+use crate::wire::{Event, StatusView};
 
 /// A one-line error: the daemon is not there, or the bus is not.
 pub fn unreachable_daemon(e: zbus::Error) -> anyhow::Error {

@@ -565,7 +565,7 @@ fn check_loads(imported: &Imported) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!(
         "adaptive-workers-import-{}-{}",
         std::process::id(),
-        crate::daemon::report::now_epoch() as u64
+        crate::wire::now_epoch() as u64
     ));
     let dropins = dir.join(DROPIN_DIR);
     let result = (|| {

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use super::client::{
     Refusal, classify, connect, events_of, events_text, status_of, status_text, unreachable_daemon,
 };
-use crate::daemon::report::{AppView, Event, StatusView, WorkerView};
 use crate::policy::Mode;
 use crate::policy::values::human_size;
+use crate::wire::{AppView, Event, StatusView, WorkerView};
 
 pub async fn status(json: bool) -> anyhow::Result<ExitCode> {
     let proxy = connect().await?;
@@ -298,7 +298,7 @@ fn render_event(e: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::report::ScalingView;
+    use crate::wire::ScalingView;
 
     fn app(unit_state: Option<&str>, master_pid: Option<u32>) -> StatusView {
         StatusView {

@@ -18,10 +18,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use super::client::{connect, events_of, status_of};
-use crate::daemon::bus::Daemon1Proxy;
-use crate::daemon::report::{AppView, Event, StatusView, WorkerView, now_epoch};
 use crate::policy::Mode;
 use crate::policy::values::human_size;
+use crate::wire::Daemon1Proxy;
+use crate::wire::{AppView, Event, StatusView, WorkerView, now_epoch};
 
 /// Events shown under the apps.
 const EVENTS_SHOWN: u32 = 8;

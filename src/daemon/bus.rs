@@ -9,12 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 use zbus::message::Header;
-use zbus::{Connection, interface, proxy};
+use zbus::{Connection, interface};
 
 use super::Shared;
 
-pub const BUS_NAME: &str = "org.adaptiveworkers.Daemon";
-pub const OBJECT_PATH: &str = "/org/adaptiveworkers/Daemon";
+pub use crate::wire::{BUS_NAME, OBJECT_PATH};
 
 type Reply = oneshot::Sender<Result<String, String>>;
 
@@ -132,18 +131,4 @@ pub async fn serve(
         .await?;
     conn.request_name(BUS_NAME).await?;
     Ok(())
-}
-
-#[proxy(
-    interface = "org.adaptiveworkers.Daemon1",
-    default_service = "org.adaptiveworkers.Daemon",
-    default_path = "/org/adaptiveworkers/Daemon"
-)]
-pub trait Daemon1 {
-    fn status(&self) -> zbus::Result<String>;
-    fn events(&self, max: u32) -> zbus::Result<String>;
-    fn reload(&self) -> zbus::Result<String>;
-    fn recycle_worker(&self, pid: u32) -> zbus::Result<String>;
-    fn pause_app(&self, app: &str) -> zbus::Result<String>;
-    fn resume_app(&self, app: &str) -> zbus::Result<String>;
 }

@@ -40,9 +40,10 @@ use crate::paths::HostPaths;
 use crate::policy::Policy;
 use crate::procfs::ProcFs;
 use crate::systemd::Systemd;
+use crate::wire::StatusView;
 use discover::Placing;
 use model::AppRuntime;
-use report::{EventLog, StatusView};
+use report::EventLog;
 use signal::Signaller;
 
 /// What the D-Bus interface and the metrics endpoint read.

@@ -3,8 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use crate::adapter::{Adapter, Roster};
 use crate::cgroup::MemoryEvents;
 use crate::engine::Backlog;
@@ -12,6 +10,7 @@ use crate::engine::scaling::LoadPlan;
 use crate::paths::HostPaths;
 use crate::policy::{AppPolicy, Mode};
 use crate::systemd::{ScopeSpec, ServiceInfo, scope_name, slice_cgroup, slice_name};
+pub use crate::wire::Counters;
 
 /// One managed app.
 pub struct AppRuntime {
@@ -75,21 +74,6 @@ pub struct AppRuntime {
     /// Scopes that ended up holding a process that is no worker: their
     /// limits are to be lifted.
     pub limits_lift: BTreeSet<String>,
-}
-
-/// Counts since the daemon started, by what happened.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Counters {
-    pub placed: u64,
-    pub adopted: u64,
-    pub placement_failures: u64,
-    pub recycles: u64,
-    pub kills: u64,
-    pub oom_kills: u64,
-    pub grows: u64,
-    pub shrinks: u64,
-    pub freezes: u64,
-    pub thaws: u64,
 }
 
 /// One worker in its scope.

@@ -6,10 +6,10 @@ use std::time::Instant;
 use super::Daemon;
 use super::discover::{WARN_EVERY, age_at, since_boot};
 use super::model::WorkerMemory;
-use super::report::{self, AppView, HostView, ScalingView, StatusView, WorkerView};
 use super::signal::Signaller;
 use crate::engine::{AppSample, HostSample, Snapshot, WorkerSample};
 use crate::systemd::{Systemd, slice_cgroup};
+use crate::wire::{self, AppView, HostView, ScalingView, StatusView, WorkerView};
 
 /// A worker's memory.stat, memory.events, memory.pressure and frozen flag
 /// are read at one full step in this many (each worker in turn), its
@@ -166,8 +166,8 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                 reason = "hard limit",
                 "{message}"
             );
-            let event = report::Event {
-                time: report::now_epoch(),
+            let event = wire::Event {
+                time: wire::now_epoch(),
                 app: name.clone(),
                 action: "oom-kill".into(),
                 worker_pid: None,

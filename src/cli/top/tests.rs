@@ -2,8 +2,8 @@
 //! them, not the exact spacing.
 
 use super::*;
-use crate::daemon::model::Counters;
-use crate::daemon::report::HostView;
+use crate::wire::Counters;
+use crate::wire::HostView;
 
 const MIB: u64 = 1 << 20;
 

@@ -17,8 +17,8 @@ use tokio::sync::{Notify, watch};
 
 use super::{ActionCounts, STACKS_EVERY, StackFigures, Stats, render};
 use crate::daemon::Shared;
-use crate::daemon::report::StatusView;
 use crate::procfs::ProcFs;
+use crate::wire::StatusView;
 
 /// Stack figures by worker PID, and when they were read.
 #[derive(Default)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::{ActionCounts, StackFigures};
-use crate::daemon::report::{AppView, HostView, StatusView, WorkerView};
+use crate::wire::{AppView, HostView, StatusView, WorkerView};
 
 /// A metric family: name, type, help, and how to get the value.
 type Family<T> = (

@@ -9,8 +9,8 @@ use tokio::time::{sleep, timeout};
 
 use super::bodies::{Bodies, StackCache, refresh_stacks};
 use super::*;
-use crate::daemon::model::Counters;
-use crate::daemon::report::{AppView, HostView, StatusView, WorkerView};
+use crate::wire::Counters;
+use crate::wire::{AppView, HostView, StatusView, WorkerView};
 
 fn view() -> StatusView {
     StatusView {
