@@ -15,5 +15,6 @@ pub mod paths;
 pub mod policy;
 pub mod proc_events;
 pub mod procfs;
+pub mod stack_report;
 pub mod systemd;
 pub mod wire;

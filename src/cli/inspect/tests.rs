@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 use super::*;
 use crate::paths::HostPaths;
+use crate::procfs::ThreadStack;
 
 const MIB: u64 = 1 << 20;
 const KIB: u64 = 1 << 10;

@@ -166,7 +166,7 @@ pub(super) async fn refresh_stacks(
     let read = tokio::task::spawn_blocking(move || {
         pids.into_iter()
             .filter_map(|pid| {
-                let p = crate::cli::inspect::inspect_process(&procfs, pid, "worker").ok()?;
+                let p = crate::stack_report::inspect_process(&procfs, pid, "worker").ok()?;
                 let figures = StackFigures {
                     threads: p.threads,
                     default_stacks: p.stacks.iter().filter(|s| s.default_sized).count(),
