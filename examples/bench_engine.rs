@@ -71,6 +71,9 @@ fn snapshot(now: Duration) -> Snapshot {
             stopped_slots: 0,
             unsampled: 0,
             concurrency: None,
+            paused: false,
+            freeze_refused: None,
+            no_master: false,
         })
         .collect();
     Snapshot {

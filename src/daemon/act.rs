@@ -30,8 +30,8 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
         let Some(snap) = self.snapshot() else {
             return;
         };
-        let policy = effective_policy(&self.policy, &self.paused, &self.apps);
-        let mut queue: VecDeque<Decision> = engine::decide(&policy, &snap, &mut self.engine).into();
+        let mut queue: VecDeque<Decision> =
+            engine::decide(&self.policy, &snap, &mut self.engine).into();
         while let Some(d) = queue.pop_front() {
             queue.extend(self.act(d).await);
         }
@@ -39,9 +39,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
 
     /// The mode an app's decisions run in now (a paused app observes).
     pub(super) fn mode_of(&self, name: &str) -> Mode {
-        effective_policy(&self.policy, &self.paused, &self.apps)
-            .app(name)
-            .map_or(self.policy.global.mode, |a| a.mode)
+        engine::app_mode(&self.policy, name, self.paused.contains(name))
     }
 
     /// An operator's request to recycle one worker (D-Bus, root only).
@@ -320,40 +318,4 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             ScaleMechanism::Unsupported { why } => Err(why.to_owned()),
         }
     }
-}
-
-/// The policy the engine sees: paused apps act as in observe mode, and
-/// apps whose workers must not be frozen scale down by stopping them.
-fn effective_policy<'a>(
-    policy: &'a crate::policy::Policy,
-    paused: &std::collections::BTreeSet<String>,
-    apps: &std::collections::BTreeMap<String, super::model::AppRuntime>,
-) -> std::borrow::Cow<'a, crate::policy::Policy> {
-    let no_freeze = |name: &str| apps.get(name).is_some_and(|a| a.freeze_refused.is_some());
-    // No master, nothing to scale: an app being stopped loses its workers
-    // one by one, and must not look like an app below its minimum.
-    let no_master = |name: &str| apps.get(name).is_some_and(|a| a.master().is_none());
-    if paused.is_empty()
-        && !policy
-            .apps
-            .iter()
-            .any(|a| no_freeze(&a.name) || (a.scaling.is_some() && no_master(&a.name)))
-    {
-        return std::borrow::Cow::Borrowed(policy);
-    }
-    let mut p = policy.clone();
-    for app in p.apps.iter_mut() {
-        if paused.contains(&app.name) {
-            app.mode = Mode::Observe;
-        }
-        if no_master(&app.name) {
-            app.scaling = None;
-        }
-        if no_freeze(&app.name)
-            && let Some(s) = app.scaling.as_mut()
-        {
-            s.scale_down = crate::policy::ScaleDown::Stop;
-        }
-    }
-    std::borrow::Cow::Owned(p)
 }

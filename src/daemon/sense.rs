@@ -211,6 +211,9 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     .collect(),
                 backlog: app.backlog,
                 concurrency: app.load.as_ref().and_then(|l| l.per_worker()),
+                paused: self.paused.contains(&app.policy.name),
+                freeze_refused: app.freeze_refused.clone(),
+                no_master: app.master().is_none(),
                 stopped_slots: app.roster.as_ref().map_or(0, |r| r.stopped_slots),
                 unsampled: (app.placing.len()
                     + app.workers.values().filter(|w| w.memory.is_none()).count())

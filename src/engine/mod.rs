@@ -9,6 +9,7 @@ pub mod orphans;
 mod reason;
 pub mod scaling;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -58,6 +59,17 @@ pub struct AppSample {
     /// it follows the accept queue.
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// An operator paused the app: its decisions are only logged.
+    #[serde(default)]
+    pub paused: bool,
+    /// Why its workers must not be frozen, when the daemon found so (see
+    /// daemon::safety): scaling down then stops idle workers instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_refused: Option<String>,
+    /// No master runs (the app is stopped or being stopped): nothing to
+    /// scale, and losing workers one by one is no reason to grow.
+    #[serde(default)]
+    pub no_master: bool,
     /// Workers that run but have no sample yet: being moved into their
     /// scopes, or placed since the last read of the scopes. The worker
     /// count includes them.
@@ -230,6 +242,7 @@ impl EngineState {
 /// decision in enforce mode is carried out; the daemon calls
 /// [`EngineState::forget`] for any that could not be.
 pub fn decide(policy: &Policy, snap: &Snapshot, state: &mut EngineState) -> Vec<Decision> {
+    let policy = &*effective(policy, snap);
     state.prune(snap);
     // Decisions only logged (observe mode, a paused app) are forgotten
     // once the app enforces again, so they are taken again and carried out.
@@ -247,6 +260,44 @@ pub fn decide(policy: &Policy, snap: &Snapshot, state: &mut EngineState) -> Vec<
 /// The mode an app's decisions run in.
 fn mode_of(policy: &Policy, app: &str) -> Mode {
     policy.app(app).map_or(policy.global.mode, |a| a.mode)
+}
+
+/// The mode an app's decisions run in now: a paused app observes. For the
+/// decisions taken outside [`decide`] (an operator's recycle, orphans).
+pub fn app_mode(policy: &Policy, app: &str, paused: bool) -> Mode {
+    if paused {
+        Mode::Observe
+    } else {
+        mode_of(policy, app)
+    }
+}
+
+/// The policy as it applies to what was seen: a paused app observes; an
+/// app whose workers must not be frozen scales down by stopping them; an
+/// app without a master does not scale.
+fn effective<'a>(policy: &'a Policy, snap: &Snapshot) -> Cow<'a, Policy> {
+    let changes = |app: &AppSample| app.paused || app.freeze_refused.is_some() || app.no_master;
+    if !snap.apps.iter().any(changes) {
+        return Cow::Borrowed(policy);
+    }
+    let mut p = policy.clone();
+    for seen in snap.apps.iter().filter(|a| changes(a)) {
+        let Some(app) = p.apps.iter_mut().find(|a| a.name == seen.name) else {
+            continue;
+        };
+        if seen.paused {
+            app.mode = Mode::Observe;
+        }
+        if seen.no_master {
+            app.scaling = None;
+        }
+        if seen.freeze_refused.is_some()
+            && let Some(s) = app.scaling.as_mut()
+        {
+            s.scale_down = crate::policy::ScaleDown::Stop;
+        }
+    }
+    Cow::Owned(p)
 }
 
 #[cfg(test)]

@@ -681,3 +681,4 @@ fn state_does_not_carry_over_to_a_process_that_got_a_dead_workers_pid() {
 }
 
 mod connections;
+mod inputs;
