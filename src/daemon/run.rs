@@ -182,7 +182,9 @@ async fn reload(d: &mut RealDaemon) -> Result<String, String> {
     result
 }
 
-pub async fn run() -> anyhow::Result<()> {
+/// The daemon with its policy, systemd, backlogs, D-Bus interface and
+/// metrics endpoint; what could not be had is in its problems.
+async fn start() -> anyhow::Result<(RealDaemon, mpsc::Receiver<Command>)> {
     let paths = HostPaths::system();
     let cgroups = super::host::check(&paths)?;
     let (policy, problems) = initial_policy(&paths);
@@ -197,7 +199,7 @@ pub async fn run() -> anyhow::Result<()> {
         Ok(s) => d.listeners = Some(Box::new(s)),
         Err(e) => tracing::warn!("no listen backlogs, no adaptive worker count: {e}"),
     }
-    let (tx, mut commands) = mpsc::channel::<Command>(4);
+    let (tx, commands) = mpsc::channel::<Command>(4);
     if let Err(e) = bus::serve(&conn, d.shared.clone(), tx).await {
         let msg =
             format!("no D-Bus interface ({e}): `adaptive-workers status` cannot reach the daemon");
@@ -211,6 +213,69 @@ pub async fn run() -> anyhow::Result<()> {
         tracing::error!("{msg}");
         d.problems.push(msg);
     }
+    Ok((d, commands))
+}
+
+/// A batch of the proc connector's events: exits forgotten at once, and
+/// one look per parent that forked. A master that forks 100 workers at
+/// once sends 100 events, and a wave of placements per event kept the
+/// loop from its watchdog.
+async fn on_proc_events(
+    d: &mut RealDaemon,
+    connector: &mut ProcConnector,
+    events: &mut Vec<ProcEvent>,
+) {
+    events.clear();
+    match connector.drain(events) {
+        Ok(Drain::Complete) => {}
+        // Events were lost: look at everything again.
+        Ok(Drain::Overrun) => d.worker_tick().await,
+        Err(e) => {
+            tracing::warn!("fork events: {e}; rescanning");
+            d.worker_tick().await;
+        }
+    }
+    let mut parents = Vec::new();
+    for ev in events.drain(..) {
+        match ev {
+            ProcEvent::Fork {
+                parent_tgid,
+                child_pid,
+                child_tgid,
+                ..
+            } if child_pid == child_tgid && !parents.contains(&parent_tgid) => {
+                parents.push(parent_tgid)
+            }
+            ProcEvent::Exit { pid, tgid, .. } if pid == tgid => d.on_exit(pid),
+            _ => {}
+        }
+    }
+    for parent in parents {
+        d.on_fork(parent).await;
+    }
+}
+
+/// A request from the bus; true when the policy was reloaded (the loop
+/// then takes its intervals and PSI trigger anew).
+async fn on_command(d: &mut RealDaemon, cmd: Command) -> bool {
+    match cmd {
+        Command::Reload(reply) => {
+            let _ = reply.send(reload(d).await);
+            true
+        }
+        Command::RecycleWorker(pid, reply) => {
+            let _ = reply.send(d.recycle_worker(pid).await);
+            false
+        }
+        Command::Pause(app, pause, reply) => {
+            let _ = reply.send(d.pause(&app, pause));
+            false
+        }
+    }
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let (mut d, mut commands) = start().await?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -219,16 +284,7 @@ pub async fn run() -> anyhow::Result<()> {
     let mut events = Vec::new();
     let mut lost = None;
 
-    d.worker_tick().await;
-    // The first placements, so that READY and the first status line count
-    // them; bounded, as 1,000 workers take minutes with a slow PID 1: the
-    // loop places the rest.
-    let _ = tokio::time::timeout(STARTUP_PLACEMENT, async {
-        while d.next_placement().await {}
-    })
-    .await;
-    notify(&[NotifyState::Ready, NotifyState::Status(&d.status_line())]);
-    tracing::info!("started: {}", d.status_line());
+    first_step(&mut d).await;
 
     let ticks = |d: &RealDaemon| {
         let mut host = interval(d.policy.global.host.interval.0);
@@ -264,53 +320,19 @@ pub async fn run() -> anyhow::Result<()> {
             }
             Some(mut g) = ready_mut(&mut forks, Interest::READABLE) => {
                 g.clear_ready();
-                events.clear();
-                match g.get_inner_mut().drain(&mut events) {
-                    Ok(Drain::Complete) => {}
-                    // Events were lost: look at everything again.
-                    Ok(Drain::Overrun) => d.worker_tick().await,
-                    Err(e) => {
-                        tracing::warn!("fork events: {e}; rescanning");
-                        d.worker_tick().await;
-                    }
-                }
-                // One look per parent for the whole batch: a master that
-                // forks 100 workers at once sends 100 events, and a wave of
-                // placements per event kept the loop from its watchdog.
-                let mut parents = Vec::new();
-                for ev in events.drain(..) {
-                    match ev {
-                        ProcEvent::Fork { parent_tgid, child_pid, child_tgid, .. }
-                            if child_pid == child_tgid && !parents.contains(&parent_tgid) =>
-                        {
-                            parents.push(parent_tgid)
-                        }
-                        ProcEvent::Exit { pid, tgid, .. } if pid == tgid => d.on_exit(pid),
-                        _ => {}
-                    }
-                }
-                for parent in parents {
-                    d.on_fork(parent).await;
-                }
+                on_proc_events(&mut d, g.get_inner_mut(), &mut events).await;
             }
             _ = hup.recv() => {
                 let _ = reload(&mut d).await;
                 (host_iv, worker_iv) = ticks(&d);
                 psi = arm_psi(&d);
             }
-            Some(cmd) = commands.recv() => match cmd {
-                Command::Reload(reply) => {
-                    let _ = reply.send(reload(&mut d).await);
+            Some(cmd) = commands.recv() => {
+                if on_command(&mut d, cmd).await {
                     (host_iv, worker_iv) = ticks(&d);
                     psi = arm_psi(&d);
                 }
-                Command::RecycleWorker(pid, reply) => {
-                    let _ = reply.send(d.recycle_worker(pid).await);
-                }
-                Command::Pause(app, pause, reply) => {
-                    let _ = reply.send(d.pause(&app, pause));
-                }
-            },
+            }
             // Petted only while systemd can be reached: a daemon that has
             // lost it protects nothing, and is better restarted.
             _ = watchdog.tick(), if d.systemd.lost().is_none() => notify(&[NotifyState::Watchdog]),
@@ -324,6 +346,25 @@ pub async fn run() -> anyhow::Result<()> {
         "stopping; {} workers stay in their scopes",
         d.worker_count()
     );
+    stopped(lost)
+}
+
+/// The first full step, and READY once its placements are done.
+async fn first_step(d: &mut RealDaemon) {
+    d.worker_tick().await;
+    // The first placements, so that READY and the first status line count
+    // them; bounded, as 1,000 workers take minutes with a slow PID 1: the
+    // loop places the rest.
+    let _ = tokio::time::timeout(STARTUP_PLACEMENT, async {
+        while d.next_placement().await {}
+    })
+    .await;
+    notify(&[NotifyState::Ready, NotifyState::Status(&d.status_line())]);
+    tracing::info!("started: {}", d.status_line());
+}
+
+/// How the daemon ends: an error when it lost systemd.
+fn stopped(lost: Option<String>) -> anyhow::Result<()> {
     match lost {
         // Non-zero: systemd restarts the daemon, which connects anew and
         // adopts the scopes.
