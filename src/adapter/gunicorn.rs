@@ -4,6 +4,7 @@
 //! every child of the arbiter is a worker.
 
 use super::ScaleMechanism;
+use crate::procfs::ProcFs;
 
 pub const RECYCLE_SIGNAL: i32 = libc::SIGTERM;
 
@@ -132,13 +133,25 @@ impl Workers {
         }
     }
 
-    /// What one worker serves at once: 1 for sync, its threads for
-    /// gthread, `--worker-connections` for the async classes.
-    pub fn concurrency(&self) -> u32 {
+    /// The arbiter `pid`'s, from /proc/PID/cmdline; `None` when it cannot
+    /// be read (it is gone, or hidden).
+    pub fn read(procfs: &ProcFs, pid: u32) -> Option<Self> {
+        procfs
+            .pid_cmdline(pid)
+            .ok()
+            .map(|argv| Self::from_argv(&argv))
+    }
+
+    /// What one worker serves at once, and what says so: 1 for sync, its
+    /// threads for gthread, `--worker-connections` for the async classes.
+    pub fn concurrency(&self) -> (u32, String) {
         match self.class {
-            WorkerClass::Sync | WorkerClass::Other(_) => 1,
-            WorkerClass::Gthread => self.threads,
-            _ => self.worker_connections,
+            WorkerClass::Sync | WorkerClass::Other(_) => (1, "one at a time".into()),
+            WorkerClass::Gthread => (self.threads, format!("--threads {}", self.threads)),
+            _ => (
+                self.worker_connections,
+                format!("--worker-connections {}", self.worker_connections),
+            ),
         }
     }
 }
@@ -211,7 +224,7 @@ mod tests {
             let w = Workers::from_argv(&argv(line));
             assert_eq!(w.class, class, "{line}");
             assert_eq!(w.threads, threads, "{line}");
-            assert_eq!(w.concurrency(), concurrency, "{line}");
+            assert_eq!(w.concurrency().0, concurrency, "{line}");
         }
     }
 

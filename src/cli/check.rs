@@ -112,8 +112,7 @@ fn scaling_signal(
     let file = app.file.display();
     let workers = main_pid
         .filter(|p| *p != 0 && app.server == ServerKind::Gunicorn)
-        .and_then(|pid| ProcFs::new(paths).pid_cmdline(pid).ok())
-        .map(|argv| gunicorn::Workers::from_argv(&argv));
+        .and_then(|pid| gunicorn::Workers::read(&ProcFs::new(paths), pid));
     if app.server == ServerKind::Gunicorn && sp.load == LoadSignal::Auto && workers.is_none() {
         let note = format!(
             "{file}: scaling follows the connections each worker holds for gunicorn's gthread, gevent, eventlet, tornado and uvicorn workers, the accept queue for sync ones: the class is read from the arbiter's command line once it runs"

@@ -222,7 +222,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     fn sample_connections(&mut self, listeners: &[Listener]) {
         let mut addrs: Vec<(String, Vec<ListenAddr>)> = Vec::new();
         for app in self.apps.values_mut() {
-            if app.load.as_ref().and_then(|l| l.per_worker()).is_none() {
+            if app.concurrency().is_none() {
                 continue;
             }
             let mine: Vec<ListenAddr> = listeners
@@ -286,7 +286,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
     /// Idle or busy for workers of apps without a stats socket.
     pub(super) fn sample_idle(&mut self) {
         for app in self.apps.values_mut() {
-            if app.adapter.has_roster() || follows_connections(app) {
+            if app.adapter.has_roster() || app.concurrency().is_some() {
                 continue;
             }
             for w in app.workers.values_mut() {
@@ -294,10 +294,6 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
             }
         }
     }
-}
-
-fn follows_connections(app: &AppRuntime) -> bool {
-    app.load.as_ref().and_then(|l| l.per_worker()).is_some()
 }
 
 fn unknown_connections(app: &mut AppRuntime) {
@@ -337,8 +333,7 @@ fn plan_load(procfs: &ProcFs, app: &mut AppRuntime) {
     }
     let workers = master
         .filter(|_| gunicorn)
-        .and_then(|pid| procfs.pid_cmdline(pid).ok())
-        .map(|argv| gunicorn::Workers::from_argv(&argv));
+        .and_then(|pid| gunicorn::Workers::read(procfs, pid));
     let plan = load_plan(sp, app.policy.server, workers.as_ref());
     app.load_for = if workers.is_some() { master } else { None };
     if app.load.as_ref() != Some(&plan) {
@@ -353,15 +348,11 @@ fn plan_load(procfs: &ProcFs, app: &mut AppRuntime) {
             plan.why()
         );
         if plan.per_worker().is_none() {
-            unknown_connections_only(app);
+            // Back to the accept queue: counts no longer kept.
+            for w in app.workers.values_mut() {
+                w.connections = None;
+            }
         }
         app.load = Some(plan);
-    }
-}
-
-/// Back to the accept queue: counts no longer kept.
-fn unknown_connections_only(app: &mut AppRuntime) {
-    for w in app.workers.values_mut() {
-        w.connections = None;
     }
 }

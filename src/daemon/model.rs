@@ -149,6 +149,12 @@ impl AppRuntime {
         &self.policy.name
     }
 
+    /// What one worker serves at once when the app's scaling follows the
+    /// connections its workers hold; `None` when it follows the backlog.
+    pub fn concurrency(&self) -> Option<u32> {
+        self.load.as_ref().and_then(|l| l.per_worker())
+    }
+
     /// The master's PID, when the service runs.
     pub fn master(&self) -> Option<u32> {
         self.service

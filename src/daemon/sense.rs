@@ -210,7 +210,7 @@ impl<S: Systemd, K: Signaller> Daemon<S, K> {
                     })
                     .collect(),
                 backlog: app.backlog,
-                concurrency: app.load.as_ref().and_then(|l| l.per_worker()),
+                concurrency: app.concurrency(),
                 paused: self.paused.contains(&app.policy.name),
                 freeze_refused: app.freeze_refused.clone(),
                 no_master: app.master().is_none(),

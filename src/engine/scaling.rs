@@ -66,15 +66,10 @@ pub fn load_plan(
     server: ServerKind,
     workers: Option<&gunicorn::Workers>,
 ) -> LoadPlan {
-    let from_argv = |w: &gunicorn::Workers| match w.class {
-        gunicorn::WorkerClass::Gthread => format!("--threads {}", w.threads),
-        gunicorn::WorkerClass::Sync | gunicorn::WorkerClass::Other(_) => "one at a time".into(),
-        _ => format!("--worker-connections {}", w.worker_connections),
-    };
     let sized = |why: String| {
         let (per_worker, source) = match (sp.concurrency, workers) {
             (Some(n), _) => (n, "concurrency in the policy".to_string()),
-            (None, Some(w)) => (w.concurrency(), from_argv(w)),
+            (None, Some(w)) => w.concurrency(),
             (None, None) => (1, "no concurrency in the policy".to_string()),
         };
         LoadPlan::Connections {
@@ -182,9 +177,12 @@ impl ScalingState {
     /// the app server is on its way there.
     fn workers(&mut self, now: Duration, app: &AppSample) -> u32 {
         let n = active(app);
+        let on_its_way = |a: &Asked| {
+            let not_yet = if a.up { n < a.target } else { n > a.target };
+            not_yet && now.saturating_sub(a.at) < ASKED_FOR
+        };
         match self.asked {
-            Some(a) if now.saturating_sub(a.at) < ASKED_FOR && a.up && n < a.target => a.target,
-            Some(a) if now.saturating_sub(a.at) < ASKED_FOR && !a.up && n > a.target => a.target,
+            Some(a) if on_its_way(&a) => a.target,
             _ => {
                 self.asked = None;
                 n
