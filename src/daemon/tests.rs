@@ -80,6 +80,15 @@ impl Host {
         self.write(&format!("/proc/{pid}/cgroup"), &format!("0::{cgroup}\n"));
     }
 
+    /// Process `pid` holds socket `inode` as file descriptor `fd`
+    /// (/proc/PID/fd/FD -> socket:[INODE]), in place of what it held there.
+    fn socket_fd(&self, pid: u32, fd: u32, inode: u64) {
+        let dir = self.paths().resolve(format!("/proc/{pid}/fd"));
+        fs::create_dir_all(&dir).unwrap();
+        let _ = fs::remove_file(dir.join(fd.to_string()));
+        std::os::unix::fs::symlink(format!("socket:[{inode}]"), dir.join(fd.to_string())).unwrap();
+    }
+
     fn exit(&self, pid: u32) {
         fs::remove_dir_all(self.paths().resolve(format!("/proc/{pid}"))).unwrap();
     }
@@ -218,9 +227,7 @@ async fn quiet_freezing_app(ini: &str) -> (Host, Daemon<FakeSystemd, RecordingSi
         &format!("/proc/{MASTER}/cmdline"),
         "uwsgi\0--ini\0/etc/uwsgi/scale.ini\0",
     );
-    let fd_dir = h.paths().resolve(format!("/proc/{MASTER}/fd"));
-    fs::create_dir_all(&fd_dir).unwrap();
-    std::os::unix::fs::symlink("socket:[777]", fd_dir.join("3")).unwrap();
+    h.socket_fd(MASTER, 3, 777);
     for w in workers {
         h.process(w, MASTER, &cg);
         // Idle: blocked in epoll_wait.

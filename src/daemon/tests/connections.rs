@@ -28,13 +28,7 @@ async fn gthread_app(held: [u32; 2]) -> (Host, TestDaemon, FakeSockets) {
         &format!("/proc/{MASTER}/cmdline"),
         "/usr/bin/python3\0/usr/bin/gunicorn\0-k\0gthread\0--threads\x004\0app:app\0",
     );
-    let link = |pid: u32, fd: u32, inode: u64| {
-        let dir = h.paths().resolve(format!("/proc/{pid}/fd"));
-        fs::create_dir_all(&dir).unwrap();
-        let _ = fs::remove_file(dir.join(fd.to_string()));
-        std::os::unix::fs::symlink(format!("socket:[{inode}]"), dir.join(fd.to_string())).unwrap();
-    };
-    link(MASTER, 3, LISTEN);
+    h.socket_fd(MASTER, 3, LISTEN);
     let sockets = FakeSockets::default();
     {
         let mut s = sockets.state.lock().unwrap();
@@ -47,8 +41,8 @@ async fn gthread_app(held: [u32; 2]) -> (Host, TestDaemon, FakeSockets) {
     }
     for (i, w) in workers.iter().enumerate() {
         h.process(*w, MASTER, &cg);
-        link(*w, 3, LISTEN);
-        link(*w, 4, 5000 + u64::from(*w));
+        h.socket_fd(*w, 3, LISTEN);
+        h.socket_fd(*w, 4, 5000 + u64::from(*w));
         h.scope_memory(&scope_cgroup_of("api", *w), 10 * MB);
         hold(&h, &sockets, *w, held[i]);
     }
@@ -73,8 +67,7 @@ fn hold(h: &Host, sockets: &FakeSockets, pid: u32, n: u32) {
     s.connections.retain(|c| c.inode / 100 != u64::from(pid));
     for i in 0..n {
         let inode = base + u64::from(i);
-        std::os::unix::fs::symlink(format!("socket:[{inode}]"), dir.join((10 + i).to_string()))
-            .unwrap();
+        h.socket_fd(pid, 10 + i, inode);
         s.connections.push(Connection {
             inode,
             local: addr(),

@@ -21,10 +21,8 @@ async fn a_building_backlog_makes_gunicorn_grow_through_systemd() {
         h.process(*w, MASTER, &cg);
     }
     // The arbiter holds the listening socket (inode 777) and a client one.
-    let fd_dir = h.paths().resolve(format!("/proc/{MASTER}/fd"));
-    fs::create_dir_all(&fd_dir).unwrap();
-    std::os::unix::fs::symlink("socket:[777]", fd_dir.join("3")).unwrap();
-    std::os::unix::fs::symlink("socket:[778]", fd_dir.join("4")).unwrap();
+    h.socket_fd(MASTER, 3, 777);
+    h.socket_fd(MASTER, 4, 778);
     let listener = |queue| Listener {
         inode: 777,
         addr: ListenAddr::Tcp("127.0.0.1:8002".parse().unwrap()),
