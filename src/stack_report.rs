@@ -180,11 +180,13 @@ pub fn recommend(
 
 /// A thread stack of glibc's default size. The kernel merges a stack's
 /// mapping with an adjacent anonymous mapping of the same flags, so the
-/// mapping can be a little larger than the stack (seen: 8 MiB + 16 KiB).
+/// mapping can be larger than the stack: seen 8 MiB + 16 KiB, and 8 MiB +
+/// 1 MiB (CPython's allocator maps 1 MiB arenas, and one landed above a
+/// stack). Up to half the default again counts as the default.
 pub(crate) fn default_sized(s: &ThreadStack, default_stack: u64) -> bool {
     !s.is_main
         && s.reserved_bytes >= default_stack
-        && s.reserved_bytes - default_stack < default_stack / 16
+        && s.reserved_bytes - default_stack < default_stack / 2
 }
 
 fn round_up(bytes: u64) -> u64 {

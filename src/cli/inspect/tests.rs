@@ -345,9 +345,10 @@ fn a_stack_merged_with_its_neighbour_is_still_default_sized() {
     let mut stacks = worker();
     stacks[1].reserved_bytes = 8 * MIB + 16 * KIB;
     stacks[2].reserved_bytes = 8 * MIB + 48 * KIB;
-    stacks[3].reserved_bytes = 9 * MIB; // not a default stack
+    stacks[3].reserved_bytes = 9 * MIB; // with a 1 MiB Python arena above
+    stacks[4].reserved_bytes = 12 * MIB; // not a default stack
     let r = recommend(&stacks, 8 * MIB, true).unwrap();
-    assert_eq!(r.threads, 48, "49 default-sized, one of them 9M");
+    assert_eq!(r.threads, 48, "49 default-sized, one of them 12M");
 }
 
 #[test]
