@@ -164,9 +164,6 @@ impl ProcFs {
         Ok(tids)
     }
 
-    /// Inodes of the sockets `pid` holds open, sorted and without
-    /// duplicates; matched against sock_diag listeners to find which
-    /// process owns a listening socket.
     /// The command line, one argument each (lossily decoded).
     pub fn pid_cmdline(&self, pid: u32) -> Result<Vec<String>, ProcError> {
         self.nul_separated(pid, "cmdline")
@@ -188,6 +185,9 @@ impl ProcFs {
             .collect())
     }
 
+    /// Inodes of the sockets `pid` holds open, sorted and without
+    /// duplicates; matched against sock_diag listeners to find which
+    /// process owns a listening socket.
     pub fn socket_inodes(&self, pid: u32) -> Result<Vec<u64>, ProcError> {
         let dir = self.pid_dir(pid);
         let fd_dir = dir.join("fd");
