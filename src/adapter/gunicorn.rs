@@ -83,32 +83,34 @@ pub struct Workers {
     /// `--worker-connections`: the most clients one gthread or async worker
     /// holds at once.
     pub worker_connections: u32,
+    /// `-t`/`--timeout`: the arbiter kills a worker that has not sent its
+    /// heartbeat for this long (0: never). `None`: not on the command
+    /// line, so gunicorn's default (30 s) or a config file's.
+    pub timeout: Option<u64>,
 }
 
 impl Workers {
-    /// Reads `-k`/`--worker-class`, `--threads` and `--worker-connections`
-    /// from the arbiter's argv, in either `--opt value` or `--opt=value`
+    /// Reads `-k`/`--worker-class`, `--threads`, `--worker-connections`
+    /// and `-t`/`--timeout` from the arbiter's argv, in either `--opt value` or `--opt=value`
     /// form. A config file or GUNICORN_CMD_ARGS is not read: a policy
     /// that depends on one names `load` and `concurrency` itself.
     pub fn from_argv(argv: &[String]) -> Self {
         let mut class = None;
         let mut threads = 1;
         let mut conns = DEFAULT_WORKER_CONNECTIONS;
+        let mut timeout = None;
         let mut args = argv.iter().skip(1);
         while let Some(arg) = args.next() {
             let (key, inline) = match arg.split_once('=') {
                 Some((k, v)) if k.starts_with("--") => (k, Some(v.to_string())),
-                _ => match arg
-                    .strip_prefix("-k")
-                    .filter(|v| !v.is_empty() && !arg.starts_with("--"))
-                {
-                    Some(v) => ("-k", Some(v.to_string())),
+                _ => match short_with_value(arg) {
+                    Some((k, v)) => (k, Some(v.to_string())),
                     None => (arg.as_str(), None),
                 },
             };
             if !matches!(
                 key,
-                "-k" | "--worker-class" | "--threads" | "--worker-connections"
+                "-k" | "--worker-class" | "--threads" | "--worker-connections" | "-t" | "--timeout"
             ) {
                 continue;
             }
@@ -118,6 +120,7 @@ impl Workers {
             match key {
                 "-k" | "--worker-class" => class = Some(WorkerClass::from_name(&value)),
                 "--threads" => threads = value.parse().unwrap_or(threads),
+                "-t" | "--timeout" => timeout = value.parse().ok(),
                 _ => conns = value.parse().unwrap_or(conns),
             }
         }
@@ -130,6 +133,20 @@ impl Workers {
             class,
             threads: threads.max(1),
             worker_connections: conns.max(1),
+            timeout,
+        }
+    }
+
+    /// Why this arbiter's idle workers must not be frozen: it kills a
+    /// worker whose heartbeat stops for `--timeout` (a frozen worker beats
+    /// no more: SIGABRT waits for the thaw, the SIGKILL a second later
+    /// does not), then forks a fresh one. Only `--timeout 0` on the
+    /// command line turns that off.
+    pub fn freeze_refusal(&self) -> Option<String> {
+        match self.timeout {
+            Some(0) => None,
+            Some(t) => Some(format!("gunicorn's arbiter kills a worker whose heartbeat stops for --timeout ({t} s), and a frozen worker's stops: freezing needs --timeout 0")),
+            None => Some("gunicorn's arbiter kills a worker whose heartbeat stops for --timeout (30 s by default), and a frozen worker's stops: freezing needs --timeout 0 on its command line".into()),
         }
     }
 
@@ -156,12 +173,43 @@ impl Workers {
     }
 }
 
+/// `-kgthread`, `-t30`: a short option with its value in the same argument.
+fn short_with_value(arg: &str) -> Option<(&'static str, &str)> {
+    if arg.starts_with("--") {
+        return None;
+    }
+    ["-k", "-t"].into_iter().find_map(|k| {
+        arg.strip_prefix(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| (k, v))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn argv(line: &str) -> Vec<String> {
         line.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn timeout_in_each_spelling_and_what_it_means_for_freezing() {
+        for (line, timeout) in [
+            ("gunicorn app:app", None),
+            ("gunicorn -t 0 app:app", Some(0)),
+            ("gunicorn -t0 app:app", Some(0)),
+            ("gunicorn --timeout 0 app:app", Some(0)),
+            ("gunicorn --timeout=120 -k gthread app:app", Some(120)),
+            ("gunicorn --timeout never app:app", None),
+        ] {
+            let w = Workers::from_argv(&argv(line));
+            assert_eq!(w.timeout, timeout, "{line}");
+            assert_eq!(w.freeze_refusal().is_none(), timeout == Some(0), "{line}");
+        }
+        let w = Workers::from_argv(&argv("gunicorn -t30 -kgthread --threads 4 a"));
+        assert_eq!((w.timeout, &w.class), (Some(30), &WorkerClass::Gthread));
+        assert!(w.freeze_refusal().unwrap().contains("--timeout (30 s)"));
     }
 
     #[test]

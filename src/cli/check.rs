@@ -41,6 +41,7 @@ pub fn run(root: &Path) -> ExitCode {
                 let (note, warning) = scaling_signal(&paths, app, pid);
                 notes.extend(note);
                 warnings.extend(warning);
+                warnings.extend(gunicorn_freeze(&paths, app, pid));
             }
             for w in warnings {
                 eprintln!("warning: {w}");
@@ -141,6 +142,33 @@ fn scaling_signal(
         )
     });
     (Some(note), warning)
+}
+
+/// A gunicorn app with `scale_down = "freeze"` whose arbiter would kill
+/// a frozen worker (its `--timeout`): the daemon will stop idle workers
+/// instead, as it says in its journal.
+fn gunicorn_freeze(paths: &HostPaths, app: &AppPolicy, main_pid: Option<u32>) -> Option<String> {
+    let sp = app.scaling.as_ref()?;
+    if app.server != ServerKind::Gunicorn || sp.scale_down != ScaleDown::Freeze {
+        return None;
+    }
+    let file = app.file.display();
+    let workers = match main_pid.filter(|p| *p != 0) {
+        Some(pid) => match gunicorn::Workers::read(&ProcFs::new(paths), pid) {
+            Some(w) => w,
+            None => {
+                return Some(format!(
+                    "{file}: scale_down = \"freeze\": the arbiter's command line (PID {pid}) cannot be read, so whether a frozen worker would be killed for its heartbeat is not known; the daemon stops idle workers until it can tell"
+                ));
+            }
+        },
+        // Not running: gunicorn's default --timeout.
+        None => gunicorn::Workers::from_argv(&[]),
+    };
+    let why = workers.freeze_refusal()?;
+    Some(format!(
+        "{file}: scale_down = \"freeze\": {why}; the daemon stops idle workers instead"
+    ))
 }
 
 /// Things that do not make the policy invalid but will stop the daemon
@@ -392,5 +420,26 @@ mod tests {
             note.unwrap()
                 .contains("uwsgi workers take one connection at a time")
         );
+    }
+
+    #[test]
+    fn check_warns_when_gunicorn_would_kill_a_frozen_worker() {
+        let api = "unit = \"api.service\"\nserver = \"gunicorn\"\n[scaling]\nmax_workers = 4\nscale_down = \"freeze\"\n";
+        let (root, apps) = policy_tree(&[("api.toml", api)]);
+        let paths = HostPaths::new(root.path());
+        let w = gunicorn_freeze(&paths, &apps[0], None).expect("warned");
+        assert!(
+            w.contains("30 s by default") && w.ends_with("the daemon stops idle workers instead"),
+            "{w}"
+        );
+        let f = root.path().join("proc/321/cmdline");
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        fs::write(&f, "/usr/bin/python3\0/usr/bin/gunicorn\0-t\090\0app:app\0").unwrap();
+        let w = gunicorn_freeze(&paths, &apps[0], Some(321)).expect("warned");
+        assert!(w.contains("--timeout (90 s)"), "{w}");
+        fs::write(&f, "gunicorn\0--timeout=0\0app:app\0").unwrap();
+        assert_eq!(gunicorn_freeze(&paths, &apps[0], Some(321)), None);
+        let w = gunicorn_freeze(&paths, &apps[0], Some(999)).expect("warned");
+        assert!(w.contains("cannot be read"), "{w}");
     }
 }

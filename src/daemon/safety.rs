@@ -7,6 +7,10 @@
 //! environment variables) and refuses to freeze when it is on, or when it
 //! cannot tell. Scaling down then stops workers instead.
 //!
+//! gunicorn's arbiter kills a worker whose heartbeat stops for
+//! `--timeout` (30 s by default), and a frozen worker's stops: freezing
+//! is refused unless the arbiter's command line says `--timeout 0`.
+//!
 //! The master's command line names most of those files, and the app can
 //! rewrite it: to a FIFO, to `/dev/zero`, to a file of any size. So the
 //! files it names are read as [`UwsgiIni::read_named_by_app`] reads them
@@ -22,6 +26,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::model::AppRuntime;
+use crate::adapter::gunicorn;
 use crate::paths::HostPaths;
 use crate::policy::uwsgi_ini::{UwsgiIni, freeze_is_unsafe};
 use crate::policy::{ScaleDown, ServerKind};
@@ -47,7 +52,7 @@ pub type FreezeKey = (u32, u64, Option<PathBuf>);
 pub type FreezeCheck = (FreezeKey, oneshot::Receiver<Option<String>>);
 
 fn freezes(app: &AppRuntime) -> bool {
-    app.policy.server == ServerKind::Uwsgi
+    matches!(app.policy.server, ServerKind::Uwsgi | ServerKind::Gunicorn)
         && app
             .policy
             .scaling
@@ -110,7 +115,7 @@ pub(super) async fn freeze_refusal(
                 app.freeze_checked = Some(key);
                 return result.unwrap_or_else(|_| {
                     Some(
-                        "cannot tell whether thunder-lock is on: the check ended without a verdict"
+                        "cannot tell whether freezing is safe: the check ended without a verdict"
                             .into(),
                     )
                 });
@@ -123,7 +128,7 @@ pub(super) async fn freeze_refusal(
         app.freeze_checked = None;
         if let Err(e) = spawn_check(procfs, paths, app, key.clone()) {
             return Some(format!(
-                "cannot tell whether thunder-lock is on: failed to start the check: {e}"
+                "cannot tell whether freezing is safe: failed to start the check: {e}"
             ));
         }
     }
@@ -140,17 +145,31 @@ fn spawn_check(
 ) -> std::io::Result<()> {
     let (tx, rx) = oneshot::channel();
     let (procfs, paths) = (procfs.clone(), paths.clone());
-    let (master, ini) = (key.0, key.2.clone());
+    let (master, ini, server) = (key.0, key.2.clone(), app.policy.server);
     std::thread::Builder::new()
         .name("aw-freeze-check".into())
         .spawn(move || {
-            let _ = tx.send(verdict(&procfs, &paths, master, ini));
+            let verdict = match server {
+                ServerKind::Gunicorn => gunicorn_verdict(&procfs, master),
+                _ => verdict(&procfs, &paths, master, ini),
+            };
+            let _ = tx.send(verdict);
         })?;
     app.freeze_check = Some((key, rx));
     Ok(())
 }
 
-/// The verdict for one master: blocking reads of its command line, its
+/// The verdict for a gunicorn arbiter, from its command line.
+fn gunicorn_verdict(procfs: &ProcFs, master: u32) -> Option<String> {
+    #[cfg(test)]
+    tests::counted(master);
+    match procfs.pid_cmdline(master) {
+        Ok(argv) => gunicorn::Workers::from_argv(&argv).freeze_refusal(),
+        Err(e) => Some(format!("cannot tell gunicorn's --timeout: {e}")),
+    }
+}
+
+/// The verdict for one uWSGI master: blocking reads of its command line, its
 /// environment and the ini files.
 fn verdict(
     procfs: &ProcFs,
@@ -513,5 +532,33 @@ mod tests {
         assert_eq!(h.step(&mut app, Duration::ZERO).await, None);
         assert!(app.freeze_check.is_none());
         assert_eq!(checks(master), 0);
+    }
+
+    #[tokio::test]
+    async fn gunicorn_freezes_only_with_timeout_0_on_its_command_line() {
+        let h = Host::new(false);
+        let master = 5_100_071;
+        let mut app = h.app(None, master);
+        app.policy.server = ServerKind::Gunicorn;
+        h.master(
+            master,
+            7,
+            &["/usr/bin/python3", "/usr/bin/gunicorn", "app:app"],
+        );
+        let why = h.verdict(&mut app).await.expect("refused");
+        assert!(why.contains("--timeout (30 s by default)"), "{why}");
+        // A new arbiter, with the heartbeat check off.
+        h.master(master + 1, 8, &["gunicorn", "--timeout", "0", "app:app"]);
+        app.service.as_mut().unwrap().main_pid = master + 1;
+        assert_eq!(h.verdict(&mut app).await, None);
+        // One that cannot be read is refused, and says why.
+        app.service.as_mut().unwrap().main_pid = master + 2;
+        h.master(master + 2, 9, &["gunicorn"]);
+        fs::remove_file(h.dir.path().join(format!("proc/{}/cmdline", master + 2))).unwrap();
+        let why = h.verdict(&mut app).await.expect("refused");
+        assert!(
+            why.starts_with("cannot tell gunicorn's --timeout: "),
+            "{why}"
+        );
     }
 }

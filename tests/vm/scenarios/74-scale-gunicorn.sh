@@ -2,7 +2,8 @@
 # Issue 4 on gunicorn: TTOU to the arbiter when quiet (down to
 # min_workers), TTIN when the accept queue builds. Idle workers are found
 # from /proc (blocked in select on the listening socket): gunicorn has no
-# stats socket. Zero failed requests.
+# stats socket. Zero failed requests. scale_down = "freeze" is refused
+# (gunicorn's arbiter kills a worker whose heartbeat stops for --timeout).
 set -euo pipefail
 # shellcheck source=tests/vm/guest/lib.sh
 . "$AW_ROOT/guest/lib.sh"
@@ -47,4 +48,21 @@ wait_for 5 all_placed blog || fail "new workers not placed"
 [ "$(running_workers "$master")" -le 5 ] || fail "more than max_workers"
 pass "$(running_workers "$master") workers at most 5"
 wait_load trickle
+
+step "scale_down = freeze: refused, gunicorn would kill a frozen worker for its heartbeat"
+policy blog '
+unit = "gunicorn-blog.service"
+server = "gunicorn"
+[scaling]
+min_workers = 2
+max_workers = 5
+scale_down = "freeze"'
+adaptive-workers check > /dev/null 2> "$AW_RESULT_DIR/check.txt" || fail "check failed: $(cat "$AW_RESULT_DIR/check.txt")"
+assert_match "$(cat "$AW_RESULT_DIR/check.txt")" \
+    "warning: .*blog.toml: scale_down = \"freeze\": gunicorn's arbiter kills a worker whose heartbeat stops for --timeout \\(30 s by default\\)" \
+    "check warns"
+aw_restart
+wait_for 10 sh -c "adaptive-workers status | grep -q 'freeze refused, idle workers are stopped instead: gunicorn'" ||
+    fail "status does not say freezing is refused: $(adaptive-workers status)"
+assert_eq "$(frozen_scopes blog)" 0 "frozen blog scopes"
 stop_app blog
