@@ -4,6 +4,7 @@
 
 pub mod generic;
 pub mod gunicorn;
+pub mod unicorn;
 pub mod uwsgi;
 
 use std::path::PathBuf;
@@ -92,6 +93,7 @@ impl Adapter {
         match self.kind {
             ServerKind::Uwsgi => uwsgi::RECYCLE_SIGNAL,
             ServerKind::Gunicorn => gunicorn::RECYCLE_SIGNAL,
+            ServerKind::Unicorn => unicorn::RECYCLE_SIGNAL,
             ServerKind::Generic => generic::recycle_signal(self.generic.as_ref()),
         }
     }
@@ -121,6 +123,7 @@ impl Adapter {
         match self.kind {
             ServerKind::Uwsgi => uwsgi::scale(self.fifo.as_deref(), up),
             ServerKind::Gunicorn => gunicorn::scale(up),
+            ServerKind::Unicorn => unicorn::scale(up),
             ServerKind::Generic => generic::scale(self.generic.as_ref(), up),
         }
     }

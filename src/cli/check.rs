@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::adapter::gunicorn;
+use crate::adapter::{gunicorn, unicorn};
 use crate::cgroup::CgroupFs;
 use crate::engine::scaling::load_plan;
 use crate::paths::HostPaths;
@@ -39,6 +39,9 @@ pub fn run(root: &Path) -> ExitCode {
             for app in &p.apps {
                 let pid = main_pids.get(&app.name).copied();
                 let (note, warning) = scaling_signal(&paths, app, pid);
+                notes.extend(note);
+                warnings.extend(warning);
+                let (note, warning) = unicorn_config(&paths, app, pid);
                 notes.extend(note);
                 warnings.extend(warning);
                 warnings.extend(gunicorn_freeze(&paths, app, pid));
@@ -169,6 +172,70 @@ fn gunicorn_freeze(paths: &HostPaths, app: &AppPolicy, main_pid: Option<u32>) ->
     Some(format!(
         "{file}: scale_down = \"freeze\": {why}; the daemon stops idle workers instead"
     ))
+}
+
+/// What a running Unicorn master's configuration file says, and what in it
+/// works against the policy: without `preload_app true` each worker loads
+/// the app itself, so nothing is shared with the master and the whole app
+/// counts in each worker's scope; a `worker_processes` outside
+/// [scaling]'s range is changed at once.
+fn unicorn_config(
+    paths: &HostPaths,
+    app: &AppPolicy,
+    main_pid: Option<u32>,
+) -> (Option<String>, Vec<String>) {
+    let file = app.file.display();
+    let Some(pid) = main_pid.filter(|p| *p != 0 && app.server == ServerKind::Unicorn) else {
+        return (None, Vec::new());
+    };
+    let (cfg, c) = match unicorn::master_config(&ProcFs::new(paths), pid) {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let note = format!(
+                "{file}: the Unicorn master (PID {pid}) runs without -c: Unicorn's defaults (worker_processes 1, timeout 60, preload_app false)"
+            );
+            return (Some(note), vec![no_preload(app, "Unicorn's default")]);
+        }
+        Err(e) => {
+            let note = format!(
+                "{file}: cannot read the Unicorn master's configuration (PID {pid}): {e}: not checked"
+            );
+            return (Some(note), Vec::new());
+        }
+    };
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "not a literal".into());
+    let note = format!(
+        "{file}: the Unicorn master (PID {pid}) reads {}: worker_processes {}, timeout {}, preload_app {}",
+        cfg.display(),
+        shown(c.worker_processes.map(|n| n.to_string())),
+        shown(c.timeout.map(|t| format!("{t} s"))),
+        shown(c.preload_app.map(|p| p.to_string())),
+    );
+    let mut w = Vec::new();
+    if c.preload_app != Some(true) {
+        w.push(no_preload(app, &cfg.display().to_string()));
+    }
+    let outside = app
+        .scaling
+        .as_ref()
+        .zip(c.worker_processes)
+        .filter(|(sp, n)| *n < sp.min_workers || *n > sp.max_workers);
+    if let Some((sp, n)) = outside {
+        w.push(format!(
+            "{file}: {} starts {n} workers, outside [scaling]'s {}..={}: the daemon changes the count with TTIN/TTOU as soon as it runs",
+            cfg.display(),
+            sp.min_workers,
+            sp.max_workers
+        ));
+    }
+    (Some(note), w)
+}
+
+fn no_preload(app: &AppPolicy, source: &str) -> String {
+    format!(
+        "{}: {source} has no preload_app true: each worker loads the app itself, so the whole app is private memory of every worker (none of it shared with the master) and counts against soft_limit and hard_limit; set preload_app true, or limits that allow for the app's full size",
+        app.file.display()
+    )
 }
 
 /// Things that do not make the policy invalid but will stop the daemon
@@ -420,6 +487,74 @@ mod tests {
             note.unwrap()
                 .contains("uwsgi workers take one connection at a time")
         );
+    }
+
+    #[test]
+    fn check_reads_the_unicorn_masters_config_through_its_proc_dir() {
+        let shelf = "unit = \"shelf.service\"\nserver = \"unicorn\"\n[scaling]\nmin_workers = 2\nmax_workers = 4\n";
+        let (root, apps) = policy_tree(&[("shelf.toml", shelf)]);
+        let paths = HostPaths::new(root.path());
+        let app = &apps[0];
+        let proc_dir = root.path().join("proc/321");
+        fs::create_dir_all(proc_dir.join("root/srv")).unwrap();
+        fs::create_dir_all(proc_dir.join("cwd")).unwrap();
+        // Unicorn's title: one argument, the original ones after "master".
+        let title = |t: &str| fs::write(proc_dir.join("cmdline"), format!("{t}\0\0\0")).unwrap();
+        title("unicorn master -c /srv/u.rb config.ru");
+        fs::write(
+            proc_dir.join("root/srv/u.rb"),
+            "worker_processes 6\ntimeout 30\npreload_app true\n",
+        )
+        .unwrap();
+        let (note, w) = unicorn_config(&paths, app, Some(321));
+        assert!(
+            note.unwrap()
+                .ends_with("reads /srv/u.rb: worker_processes 6, timeout 30 s, preload_app true")
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("starts 6 workers, outside [scaling]'s 2..=4"),
+            "{w:?}"
+        );
+
+        // Relative to the master's working directory; computed settings.
+        title("unicorn master -c config/unicorn.rb");
+        fs::create_dir_all(proc_dir.join("cwd/config")).unwrap();
+        fs::write(
+            proc_dir.join("cwd/config/unicorn.rb"),
+            "worker_processes Integer(ENV['N'] || 2)\n",
+        )
+        .unwrap();
+        let (note, w) = unicorn_config(&paths, app, Some(321));
+        assert!(
+            note.unwrap()
+                .contains("reads config/unicorn.rb: worker_processes not a literal")
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("has no preload_app true"), "{w:?}");
+
+        // An app's symlink is not followed: a note, no findings.
+        std::os::unix::fs::symlink("/etc/shadow", proc_dir.join("cwd/evil.rb")).unwrap();
+        title("unicorn master -c evil.rb");
+        let (note, w) = unicorn_config(&paths, app, Some(321));
+        let note = note.unwrap();
+        assert!(
+            note.contains("cannot read") && note.contains("evil.rb"),
+            "{note}"
+        );
+        assert!(w.is_empty(), "{w:?}");
+
+        // No -c: Unicorn's defaults, which do not preload.
+        title("unicorn master config.ru");
+        let (note, w) = unicorn_config(&paths, app, Some(321));
+        assert!(note.unwrap().contains("runs without -c"));
+        assert!(
+            w[0].contains("Unicorn's default has no preload_app true"),
+            "{w:?}"
+        );
+
+        // Not running, or not Unicorn: nothing said.
+        assert_eq!(unicorn_config(&paths, app, None), (None, Vec::new()));
     }
 
     #[test]

@@ -339,7 +339,7 @@ fn parse_app(
             let e = c.src.error_at(
                 Some(0..0),
                 Some("server"),
-                "missing key \"server\": one of \"uwsgi\", \"gunicorn\", \"generic\"",
+                "missing key \"server\": one of \"uwsgi\", \"gunicorn\", \"unicorn\", \"generic\"",
             );
             c.errors.push(e);
             ServerKind::Generic
@@ -350,7 +350,7 @@ fn parse_app(
     let generic = generic_settings(&mut c, file.generic.as_ref(), server);
     let scaling = file.scaling.map(|s| {
         let span = s.span();
-        scaling_policy(&mut c, s.into_inner(), span)
+        scaling_policy(&mut c, s.into_inner(), span, server)
     });
     c.finish(AppPolicy {
         name: name.to_owned(),

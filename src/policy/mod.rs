@@ -44,6 +44,7 @@ pub enum Mode {
 pub enum ServerKind {
     Uwsgi,
     Gunicorn,
+    Unicorn,
     Generic,
 }
 
@@ -52,6 +53,7 @@ impl ServerKind {
         match self {
             ServerKind::Uwsgi => "uwsgi",
             ServerKind::Gunicorn => "gunicorn",
+            ServerKind::Unicorn => "unicorn",
             ServerKind::Generic => "generic",
         }
     }

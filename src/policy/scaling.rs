@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::fragments::ScalingFrag;
 use super::load::{Checker, value};
-use super::{ScalingPolicy, SocketSpec};
+use super::{ScaleDown, ScalingPolicy, ServerKind, SocketSpec};
 
 /// The most workers a policy may ask for. More than this on one host is a
 /// typo (an extra zero), and every worker is a process to fork, a scope to
@@ -27,6 +27,7 @@ pub(super) fn scaling_policy(
     c: &mut Checker,
     s: ScalingFrag,
     table: Range<usize>,
+    server: ServerKind,
 ) -> ScalingPolicy {
     let min = value(&s.min_workers, 1);
     let max = value(&s.max_workers, min.max(1));
@@ -54,6 +55,14 @@ pub(super) fn scaling_policy(
             }
         })
         .collect();
+    if let Some(v) = s
+        .scale_down
+        .as_ref()
+        .filter(|v| server == ServerKind::Unicorn && *v.get_ref() == ScaleDown::Freeze)
+    {
+        let msg = "Unicorn's master kills a worker whose heartbeat stops for its `timeout`, and a frozen worker's stops: use scale_down = \"stop\" (TTOU to the master)".to_string();
+        c.at(v, "scaling.scale_down", msg);
+    }
     ScalingPolicy {
         min_workers: min,
         max_workers: max,

@@ -62,7 +62,7 @@ fn shipped_files_are_valid() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let global = fs::read_to_string(repo.join("adaptive-workers.toml")).unwrap();
     tree.write("/etc/adaptive-workers/adaptive-workers.toml", &global);
-    for name in ["uwsgi-shop", "gunicorn-blog"] {
+    for name in ["uwsgi-shop", "gunicorn-blog", "unicorn-shelf"] {
         let text = fs::read_to_string(repo.join(format!("examples/{name}.toml"))).unwrap();
         tree.write(
             &format!("/etc/adaptive-workers/policies.d/{name}.toml"),
@@ -73,7 +73,31 @@ fn shipped_files_are_valid() {
     // The shipped global file spells out the defaults.
     assert_eq!(policy.global.host, GlobalPolicy::default().host);
     assert_eq!(policy.global.workers, GlobalPolicy::default().workers);
-    assert_eq!(policy.apps.len(), 2);
+    assert_eq!(policy.apps.len(), 3);
+    assert_eq!(
+        policy.app("unicorn-shelf").unwrap().server,
+        ServerKind::Unicorn
+    );
+}
+
+#[test]
+fn unicorn_refuses_freezing_and_stops_idle_workers_by_default() {
+    let tree = Tree::new();
+    let path = tree.write(
+        "/etc/adaptive-workers/policies.d/shelf.toml",
+        "unit = \"shelf.service\"\nserver = \"unicorn\"\n[scaling]\nmax_workers = 4\n",
+    );
+    let app = tree.load().unwrap().apps.remove(0);
+    assert_eq!(app.scaling.unwrap().scale_down, ScaleDown::Stop);
+    tree.write(
+        "/etc/adaptive-workers/policies.d/shelf.toml",
+        "unit = \"shelf.service\"\nserver = \"unicorn\"\n[scaling]\nmax_workers = 4\nscale_down = \"freeze\"\n",
+    );
+    let e = one_error(&tree);
+    assert_eq!(e.file, path);
+    assert_eq!(e.position.map(|p| p.0), Some(5));
+    assert_eq!(e.key.as_deref(), Some("scaling.scale_down"));
+    assert!(e.message.contains("heartbeat"), "{e}");
 }
 
 #[test]

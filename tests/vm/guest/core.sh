@@ -220,7 +220,7 @@ bus_calls() { awk -v m="${2:-}" '$1 == "mc" && (m == "" || $NF == m)' "$1" | wc 
 start_unit_app() {
     local unit=$1 port=$2
     install -d /srv/aw-apps
-    install -m 0644 "$AW_ROOT"/apps/*.py "$AW_ROOT"/apps/*.ini /srv/aw-apps/
+    install -m 0644 "$AW_ROOT"/apps/*.py "$AW_ROOT"/apps/*.ini "$AW_ROOT"/apps/*.ru "$AW_ROOT"/apps/*.rb /srv/aw-apps/
     install -m 0644 "$AW_ROOT/apps/$unit" /etc/systemd/system/
     systemctl daemon-reload
     systemctl restart "$unit" || fail_unit "$unit" "$unit did not start"
