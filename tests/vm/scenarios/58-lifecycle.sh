@@ -36,6 +36,17 @@ wait_for 10 all_placed shop || fail "workers not placed after the app's restart"
 assert_eq "$(scope_count shop)" 4 "scopes after the app's restart (the old ones are gone)"
 
 step "restarting the daemon adopts the scopes and creates none"
+# A worker is in its scope before the daemon logs the placement (at the
+# job's end): wait for the entries, then for the next second, as --since
+# counts whole seconds.
+placements_logged() {
+    local pid
+    for pid in $(app_workers shop); do
+        journal_has ACTION=place WORKER_PID="$pid" || return 1
+    done
+}
+wait_for 10 placements_logged || fail "the placements of the new workers are not in the journal"
+sleep 1
 scopes_before=$(find /sys/fs/cgroup/aw.slice/aw-shop.slice -maxdepth 1 -name '*.scope' -printf '%f\n' | sort)
 workers_before=$(app_workers shop)
 since=$(date '+%Y-%m-%d %H:%M:%S')
