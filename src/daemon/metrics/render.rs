@@ -149,7 +149,7 @@ fn app_info(o: &mut Out, apps: &[AppView]) {
 }
 
 fn per_app(o: &mut Out, apps: &[AppView]) {
-    let per_app: [Family<AppView>; 8] = [
+    let per_app: [Family<AppView>; 9] = [
         (
             "adaptive_workers_app_workers",
             "gauge",
@@ -167,6 +167,15 @@ fn per_app(o: &mut Out, apps: &[AppView]) {
             "gauge",
             "That socket's accept queue limit.",
             |a| a.backlog_max.map(f64::from),
+        ),
+        (
+            "adaptive_workers_app_held_connections",
+            "gauge",
+            "Client connections the app's workers hold, when the worker count follows them.",
+            |a| {
+                let held: Option<u32> = a.workers.iter().map(|w| w.connections).sum();
+                held.filter(|_| !a.workers.is_empty()).map(f64::from)
+            },
         ),
         (
             "adaptive_workers_app_stopped_slots",

@@ -85,7 +85,10 @@ fn rich_view() -> StatusView {
             },
             AppView {
                 mode: Some(crate::policy::Mode::Observe),
-                workers: vec![worker(201, "busy")],
+                workers: vec![WorkerView {
+                    connections: Some(3),
+                    ..worker(201, "busy")
+                }],
                 ..app("b\\l\"o\ng", "gunicorn-blog.service", "gunicorn")
             },
             AppView {

@@ -7,7 +7,8 @@
 # serve at once, first at the fixed count of 2 (the daemon not scaling),
 # then with [scaling]: the count grows within 2 s while the accept queue
 # stays below grow_backlog, and shrinks after the burst; zero failed
-# requests; the p99 of both runs is reported side by side.
+# requests; the p99 of both runs is reported side by side; the metrics
+# show the connections held during the burst.
 set -euo pipefail
 # shellcheck source=tests/vm/guest/lib.sh
 . "$AW_ROOT/guest/lib.sh"
@@ -25,7 +26,7 @@ trap cleanup EXIT
 # class through both runs; CAPACITY is what its 2 workers serve at once
 eager() {
     local name=$1 unit=$2 port=$3 url=$4 clients=$5 capacity=$6 concurrency=$7 why=$8
-    local master watch fixed scaled grown queue_max status_line watched
+    local master watch fixed scaled grown queue_max status_line watched held
     step "$name: $clients clients at the fixed count of 2"
     units+=("$unit")
     start_unit_app "$unit" "$port"
@@ -62,8 +63,13 @@ $concurrency"
     watch=$!
     sleep 0.2
     background_load "$name-scaled" "$url" --duration "$BURST_S" --concurrency "$clients"
+    sleep 3
+    held=$(curl -fsS --max-time 10 http://127.0.0.1:9464/metrics |
+        sed -n "s/^adaptive_workers_app_held_connections{app=\"$name\"} //p")
     wait "$watch"
     wait_load "$name-scaled"
+    [ "${held:-0}" -gt 0 ] || fail "metrics: no held_connections for $name 3 s into the burst (got '${held}')"
+    pass "metrics: $name's workers held $held connections 3 s into the burst"
     scaled=$(json_get "$(cat "$AW_RESULT_DIR/$name-scaled.json")" p99_ms)
     watched=$(cat "$AW_RESULT_DIR/$name-watch.json")
     grown=$(json_get "$watched" reaction_ms)
@@ -94,6 +100,8 @@ $concurrency"
 status_says() { adaptive-workers status | grep -A3 "^$1 " | grep -q "$2"; }
 
 fresh_daemon
+global_policy '[metrics]
+listen = "127.0.0.1:9464"'
 eager gthread gunicorn-gthread.service 8005 "http://127.0.0.1:8005/sleep?ms=300" 24 8 "" \
     "gthread workers accept at once.*4 at once per worker \(--threads 4\)"
 eager uvicorn gunicorn-uvicorn.service 8006 "http://127.0.0.1:8006/pool?ms=300" 16 4 "concurrency = 2" \
