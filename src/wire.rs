@@ -121,6 +121,14 @@ pub struct AppView {
     pub workers: Vec<WorkerView>,
 }
 
+impl AppView {
+    /// The client connections its workers hold: `None` when any worker's
+    /// count is unknown (the count is kept where scaling follows them).
+    pub fn held_connections(&self) -> Option<u32> {
+        self.workers.iter().map(|w| w.connections).sum()
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ScalingView {
     /// "backlog" or "connections".

@@ -91,8 +91,8 @@ pub struct Workers {
 
 impl Workers {
     /// Reads `-k`/`--worker-class`, `--threads`, `--worker-connections`
-    /// and `-t`/`--timeout` from the arbiter's argv, in either `--opt value` or `--opt=value`
-    /// form. A config file or GUNICORN_CMD_ARGS is not read: a policy
+    /// and `-t`/`--timeout` from the arbiter's argv, in either
+    /// `--opt value` or `--opt=value` form. A config file or GUNICORN_CMD_ARGS is not read: a policy
     /// that depends on one names `load` and `concurrency` itself.
     pub fn from_argv(argv: &[String]) -> Self {
         let mut class = None;
@@ -143,11 +143,14 @@ impl Workers {
     /// does not), then forks a fresh one. Only `--timeout 0` on the
     /// command line turns that off.
     pub fn freeze_refusal(&self) -> Option<String> {
-        match self.timeout {
-            Some(0) => None,
-            Some(t) => Some(format!("gunicorn's arbiter kills a worker whose heartbeat stops for --timeout ({t} s), and a frozen worker's stops: freezing needs --timeout 0")),
-            None => Some("gunicorn's arbiter kills a worker whose heartbeat stops for --timeout (30 s by default), and a frozen worker's stops: freezing needs --timeout 0 on its command line".into()),
-        }
+        let timeout = match self.timeout {
+            Some(0) => return None,
+            Some(t) => format!("{t} s"),
+            None => "30 s by default".into(),
+        };
+        Some(format!(
+            "gunicorn's arbiter kills a worker whose heartbeat stops for --timeout ({timeout}), and a frozen worker's stops: freezing needs --timeout 0 on its command line"
+        ))
     }
 
     /// The arbiter `pid`'s, from /proc/PID/cmdline; `None` when it cannot

@@ -240,7 +240,7 @@ fn render_app(out: &mut String, a: &AppView) {
 /// follows them (none when a count is unknown).
 fn scaling_line(a: &AppView) -> Option<String> {
     let s = a.scaling.as_ref()?;
-    let held: Option<u32> = a.workers.iter().map(|w| w.connections).sum();
+    let held = a.held_connections();
     let serving = a.workers.iter().filter(|w| w.state != "frozen").count() as u32;
     let now = match (s.per_worker, held) {
         (Some(per), Some(h)) => format!(

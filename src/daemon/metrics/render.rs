@@ -173,8 +173,9 @@ fn per_app(o: &mut Out, apps: &[AppView]) {
             "gauge",
             "Client connections the app's workers hold, when the worker count follows them.",
             |a| {
-                let held: Option<u32> = a.workers.iter().map(|w| w.connections).sum();
-                held.filter(|_| !a.workers.is_empty()).map(f64::from)
+                a.held_connections()
+                    .filter(|_| !a.workers.is_empty())
+                    .map(f64::from)
             },
         ),
         (
