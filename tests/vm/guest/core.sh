@@ -180,6 +180,26 @@ end_load() {
     wait_load "$1"
 }
 
+# burst_grows NAME PORT MASTER URL SECONDS CLIENTS: a burst of CLIENTS
+# against URL for SECONDS (load "burst": collect it with wait_load burst)
+# while scalewatch.py watches PORT's accept queue and MASTER's children.
+# Fails when no worker came; sets grow_ms to the ms from the queue
+# reaching 2 to one more worker, and records it as NAME_grow_reaction_ms.
+# Not from $(...): the load must stay this shell's child.
+burst_grows() {
+    local name=$1 port=$2 master=$3 url=$4 seconds=$5 clients=$6 watch reaction
+    python3 "$AW_ROOT/guest/scalewatch.py" "$port" "$master" 2 $((seconds + 8)) > "$AW_RESULT_DIR/reaction.json" &
+    watch=$!
+    sleep 0.2
+    background_load burst "$url" --duration "$seconds" --concurrency "$clients"
+    wait "$watch"
+    reaction=$(cat "$AW_RESULT_DIR/reaction.json")
+    echo "$reaction"
+    grow_ms=$(json_get "$reaction" reaction_ms)
+    [ "$grow_ms" != None ] || fail "capacity never grew: $reaction"
+    figure "${name}_grow_reaction_ms" "$grow_ms"
+}
+
 # figure NAME VALUE: one line of $AW_RESULT_DIR/figures.txt, also printed
 figure() {
     echo "$1 $2" >> "$AW_RESULT_DIR/figures.txt"

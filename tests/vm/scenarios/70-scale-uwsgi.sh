@@ -41,18 +41,9 @@ assert_match "$(journal_lines APP=scale ACTION=shrink | head -n 1)" "shrink scal
 pass "shrunk to 2 workers"
 
 step "a burst: capacity grows within 1 s of the queue building"
-python3 "$AW_ROOT/guest/scalewatch.py" 8003 "$master" 2 20 > "$AW_RESULT_DIR/reaction.json" &
-watch=$!
-sleep 0.2
-background_load burst "http://127.0.0.1:8003/sleep?ms=300" --duration 12 --concurrency 16
-wait "$watch"
-reaction=$(cat "$AW_RESULT_DIR/reaction.json")
-echo "$reaction"
-ms=$(json_get "$reaction" reaction_ms)
-[ "$ms" != None ] || fail "capacity never grew: $reaction"
-echo "uwsgi_grow_reaction_ms $ms" >> "$AW_RESULT_DIR/figures.txt"
-[ "$ms" -lt 1000 ] || fail "a new worker came $ms ms after the queue built"
-pass "a new worker $ms ms after the queue reached 2"
+burst_grows uwsgi 8003 "$master" "http://127.0.0.1:8003/sleep?ms=300" 12 16
+[ "$grow_ms" -lt 1000 ] || fail "a new worker came $grow_ms ms after the queue built"
+pass "a new worker $grow_ms ms after the queue reached 2"
 wait_for 15 workers_ge "$master" 4 || fail "only $(running_workers "$master") workers under the burst"
 assert_match "$(journal_lines APP=scale ACTION=grow | head -n 1)" "grow scale by 1: [0-9]+ connections wait in the accept queue" "journal says why"
 wait_for 5 all_placed scale || fail "new workers not placed"

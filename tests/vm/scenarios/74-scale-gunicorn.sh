@@ -10,14 +10,20 @@ set -euo pipefail
 # shellcheck source=tests/vm/guest/core.sh
 . "$AW_ROOT/guest/core.sh"
 
-fresh_daemon
-policy blog '
-unit = "gunicorn-blog.service"
-server = "gunicorn"
+# blog_policy [SCALING_LINES]: the blog's policy, 2 to 5 workers, with
+# these [scaling] keys as well
+blog_policy() {
+    policy blog "
+unit = \"gunicorn-blog.service\"
+server = \"gunicorn\"
 [scaling]
 min_workers = 2
 max_workers = 5
-spare_idle = 0
+${1:-}"
+}
+
+fresh_daemon
+blog_policy 'spare_idle = 0
 grow_backlog = 2
 cooldown_up = "500ms"
 cooldown_down = "4s"'
@@ -32,17 +38,9 @@ wait_for 30 workers_eq "$master" 2 || fail "still $(running_workers "$master") w
 pass "2 workers"
 
 step "a burst: TTIN as the queue builds"
-python3 "$AW_ROOT/guest/scalewatch.py" 8002 "$master" 2 20 > "$AW_RESULT_DIR/reaction.json" &
-watch=$!
-sleep 0.2
-background_load burst "http://127.0.0.1:8002/sleep?ms=300" --duration 12 --concurrency 12
-wait "$watch"
-reaction=$(cat "$AW_RESULT_DIR/reaction.json")
-ms=$(json_get "$reaction" reaction_ms)
-[ "$ms" != None ] || fail "capacity never grew: $reaction"
-echo "gunicorn_grow_reaction_ms $ms" >> "$AW_RESULT_DIR/figures.txt"
-[ "$ms" -lt 1000 ] || fail "a new worker came $ms ms after the queue built"
-pass "a new worker $ms ms after the queue reached 2"
+burst_grows gunicorn 8002 "$master" "http://127.0.0.1:8002/sleep?ms=300" 12 12
+[ "$grow_ms" -lt 1000 ] || fail "a new worker came $grow_ms ms after the queue built"
+pass "a new worker $grow_ms ms after the queue reached 2"
 wait_load burst
 wait_for 5 all_placed blog || fail "new workers not placed"
 [ "$(running_workers "$master")" -le 5 ] || fail "more than max_workers"
@@ -50,13 +48,7 @@ pass "$(running_workers "$master") workers at most 5"
 wait_load trickle
 
 step "scale_down = freeze: refused, gunicorn would kill a frozen worker for its heartbeat"
-policy blog '
-unit = "gunicorn-blog.service"
-server = "gunicorn"
-[scaling]
-min_workers = 2
-max_workers = 5
-scale_down = "freeze"'
+blog_policy 'scale_down = "freeze"'
 adaptive-workers check > /dev/null 2> "$AW_RESULT_DIR/check.txt" || fail "check failed: $(cat "$AW_RESULT_DIR/check.txt")"
 assert_match "$(cat "$AW_RESULT_DIR/check.txt")" \
     "warning: .*blog.toml: scale_down = \"freeze\": gunicorn's arbiter kills a worker whose heartbeat stops for --timeout \\(30 s by default\\)" \

@@ -111,16 +111,8 @@ assert_eq "$(journal_count APP=shelf ACTION=kill)" 0 "kills (the graceful recycl
 end_load trickle
 
 step "a burst: TTIN as the queue builds; quiet: TTOU back to 2"
-python3 "$AW_ROOT/guest/scalewatch.py" "$port" "$master" 2 15 > "$AW_RESULT_DIR/reaction.json" &
-watch=$!
-sleep 0.2
-background_load burst "http://127.0.0.1:$port/sleep?ms=300" --duration 8 --concurrency 10
-wait "$watch"
-reaction=$(cat "$AW_RESULT_DIR/reaction.json")
-ms=$(json_get "$reaction" reaction_ms)
-[ "$ms" != None ] || fail "capacity never grew: $reaction"
-figure unicorn_grow_reaction_ms "$ms"
-pass "a new worker $ms ms after the queue reached 2"
+burst_grows unicorn "$port" "$master" "http://127.0.0.1:$port/sleep?ms=300" 8 10
+pass "a new worker $grow_ms ms after the queue reached 2"
 wait_load burst
 [ "$(running_workers "$master")" -le 4 ] || fail "more than max_workers: $(running_workers "$master")"
 journal_has APP=shelf ACTION=grow || fail "no grow in the journal"
